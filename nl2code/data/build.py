@@ -1,0 +1,263 @@
+"""`nl2code data build RECIPE --out DIR`: recipe -> train.jsonl, dev.jsonl, stats.json.
+
+A recipe (TOML, see datasets/default.toml) names sources, where they live, their weights
+and dev splits. The build reads every source, slot-canonicalises nothing (that happens at
+training time, so the corpus stays human-readable), removes exact and near duplicates,
+and drops every training pair whose intent or code appears in a dev or evaluation file
+(the leak guard).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nl2code.data import readers
+from nl2code.data.records import Example, Report
+from nl2code.errors import DataError
+from nl2code.paths import data_root
+
+KINDS = ("conala", "jsonl", "nl2bash", "django", "mine")
+
+
+@dataclass
+class Source:
+    name: str
+    kind: str
+    path: str = ""
+    lang: str = "python"
+    weight: float = 1.0
+    dev_first: int = 0  # first N records are dev (CoNaLa's official convention)
+    dev_path: str = ""  # a separate dev file/prefix
+    range: list[int] = field(default_factory=list)  # [start, stop) lines used for train
+    dev_range: list[int] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # for kind = "mine"
+    miners: list[str] = field(default_factory=lambda: ["docstring", "comment", "doctest"])
+    cap: int = 50_000
+    max_examples: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    data_root: Path
+    sources: list[Source]
+    leak_guard: list[dict[str, str]]
+    dedup_near: bool = True
+
+
+def _expand(value: str, root: Path) -> Path:
+    value = os.path.expandvars(os.path.expanduser(value))
+    p = Path(value)
+    return p if p.is_absolute() else root / p
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"recipe not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"recipe {path} is not valid TOML: {exc}") from None
+    root_text = raw.get("data_root", "")
+    root = _expand(root_text, path.parent) if root_text and "$" not in root_text else None
+    if root_text.startswith("$") and not os.environ.get(root_text.strip("${}")):
+        root = None
+    root = root or data_root()
+    sources = []
+    fields_ok = set(Source.__dataclass_fields__)
+    for i, s in enumerate(raw.get("source", [])):
+        unknown = set(s) - fields_ok
+        if unknown:
+            raise DataError(f"{path}: source[{i}] has unknown key(s) {sorted(unknown)}")
+        if "name" not in s or s.get("kind") not in KINDS:
+            raise DataError(f"{path}: source[{i}] needs a name and a kind from {KINDS}")
+        sources.append(Source(**s))
+    if not sources:
+        raise DataError(f"{path}: the recipe names no [[source]]")
+    guard = raw.get("leak_guard", [])
+    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True))
+
+
+def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
+    value = getattr(src, key)
+    p = _expand(value, recipe.data_root)
+    probe = [p] if src.kind in ("conala", "jsonl") else [
+        p.with_suffix(ext) for ext in ((".nl", ".cm") if src.kind == "nl2bash" else (".anno", ".code"))
+    ]
+    for q in probe:
+        if not q.exists():
+            raise DataError(
+                f"{q} not found (recipe {recipe.path.name}, source '{src.name}', key '{key}'); "
+                f"set NL2CODE_DATA or data_root"
+            )
+    return p
+
+
+def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train") -> list[Example]:
+    """Read one source's train or dev examples."""
+    if src.kind == "mine":
+        if which == "dev":
+            return []
+        from nl2code.data.miners import mine
+
+        examples, versions = mine(src.roots, tuple(src.miners), src.cap, report)
+        src.__dict__["versions"] = versions
+        return examples
+    key = "dev_path" if which == "dev" and src.dev_path else "path"
+    path = _source_path(recipe, src, key)
+    if src.kind == "conala":
+        items = list(readers.read_conala(path, report, src.name))
+    elif src.kind == "jsonl":
+        items = list(readers.read_jsonl(path, report, src.name, src.lang))
+    elif src.kind == "nl2bash":
+        items = list(readers.read_nl2bash(path, report, src.name))
+    else:
+        rng = src.dev_range if which == "dev" else src.range
+        start, stop = (rng + [0, None])[:2] if rng else (0, None)
+        if which == "dev" and not src.dev_range:
+            return []
+        items = list(readers.read_django(path, report, src.name, start, stop))
+    if src.dev_first:
+        items = items[: src.dev_first] if which == "dev" else items[src.dev_first :]
+    elif which == "dev" and not src.dev_path and src.kind != "django":
+        return []
+    if src.max_examples and which == "train":
+        items = items[: src.max_examples]
+    return items
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def _norm(text: str) -> str:
+    """Normal form for near-duplicate and leak checks: case, spacing, punctuation folded."""
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+def _code_norm(code: str) -> str:
+    return re.sub(r"\s+", "", code)
+
+
+def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
+    seen_exact: set[tuple[str, str]] = set()
+    seen_near: set[tuple[str, str]] = set()
+    out = []
+    for ex in examples:
+        key = (ex.intent, ex.code)
+        if key in seen_exact:
+            report.drop("exact duplicate")
+            continue
+        seen_exact.add(key)
+        if near:
+            nkey = (_norm(ex.intent), _code_norm(ex.code))
+            if nkey in seen_near:
+                report.drop("near duplicate")
+                continue
+            seen_near.add(nkey)
+        out.append(ex)
+    return out
+
+
+def _guard_examples(recipe: Recipe, entry: dict[str, str], report: Report) -> list[Example]:
+    kind = entry.get("kind", "conala")
+    p = _expand(entry.get("path", ""), recipe.data_root)
+    exists = p.exists() or p.with_suffix(".nl").exists()
+    if not exists:
+        if entry.get("optional", False):
+            return []
+        raise DataError(f"leak_guard file {p} not found (recipe {recipe.path.name})")
+    if kind == "conala":
+        return list(readers.read_conala(p, report))
+    if kind == "nl2bash":
+        return list(readers.read_nl2bash(p, report))
+    return list(readers.read_jsonl(p, report, "guard"))
+
+
+def leak_guard(train: list[Example], held_out: list[Example], report: Report) -> list[Example]:
+    """Drop training pairs whose intent or code appears in any held-out example."""
+    bad_intents = {_norm(e.intent) for e in held_out}
+    bad_codes = {_code_norm(e.code) for e in held_out if len(_code_norm(e.code)) >= 8}
+    out = []
+    for ex in train:
+        if _norm(ex.intent) in bad_intents or _code_norm(ex.code) in bad_codes:
+            report.drop("leak guard: appears in a dev/eval file")
+            continue
+        out.append(ex)
+    return out
+
+
+def _length_histogram(examples: list[Example]) -> dict[str, int]:
+    bins = [8, 16, 32, 64, 128, 256, 512]
+    hist: Counter = Counter()
+    for ex in examples:
+        n = len(ex.code)
+        label = next((f"<={b}" for b in bins if n <= b), f">{bins[-1]}")
+        hist[label] += 1
+    return dict(sorted(hist.items(), key=lambda kv: int(kv[0].strip("<=>"))))
+
+
+def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, Any]:
+    """Build the corpus; returns the stats that are also written to out/stats.json."""
+    recipe = load_recipe(recipe_path)
+    out = Path(out)
+    report = Report()
+    train: list[Example] = []
+    dev: list[Example] = []
+    per_source: dict[str, dict[str, int]] = {}
+    versions: dict[str, str] = {}
+    for src in recipe.sources:
+        if progress:
+            progress(src.name)
+        tr = read_source(recipe, src, report, "train")
+        dv = read_source(recipe, src, report, "dev")
+        versions.update(src.__dict__.get("versions", {}))
+        per_source[src.name] = {"read_train": len(tr), "dev": len(dv)}
+        train.extend(tr)
+        dev.extend(dv)
+    held_out = list(dev)
+    for entry in recipe.leak_guard:
+        held_out.extend(_guard_examples(recipe, entry, report))
+    n_before = len(train)
+    train = dedup(train, recipe.dedup_near, report)
+    n_dedup = len(train)
+    train = leak_guard(train, held_out, report)
+    for src in recipe.sources:
+        per_source[src.name]["train"] = sum(1 for e in train if e.source == src.name or (
+            src.kind == "mine" and e.source.startswith("mined")))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, items in (("train", train), ("dev", dev)):
+        tmp = out / f".{name}.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for ex in items:
+                fh.write(ex.to_json() + "\n")
+        tmp.replace(out / f"{name}.jsonl")
+    by_tag = Counter(e.source for e in train)
+    stats = {
+        "recipe": str(recipe.path),
+        "data_root": str(recipe.data_root),
+        "train": len(train),
+        "dev": len(dev),
+        "read": n_before,
+        "duplicates_removed": n_before - n_dedup,
+        "leak_guard_removed": n_dedup - len(train),
+        "sources": per_source,
+        "by_source_tag": dict(by_tag),
+        "by_lang": dict(Counter(e.lang for e in train)),
+        "weights": {s.name: s.weight for s in recipe.sources},
+        "mined_versions": versions,
+        "code_length_chars": _length_histogram(train),
+        "drops": dict(report.drops),
+        "problems": report.problems,
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    return stats

@@ -1,0 +1,188 @@
+"""Readers: one function per corpus format, each yielding Examples and reporting drops.
+
+Malformed input (bad JSON, undecodable bytes, unpaired files) is reported with file and
+line and skipped; a missing file is a DataError naming the path.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from nl2code.data.records import Example, Report
+from nl2code.errors import DataError
+
+MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
+
+
+def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
+    """Yield (line number, text) with None for lines that are undecodable or too long."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        for n, raw in enumerate(fh, 1):
+            if len(raw) > MAX_LINE_BYTES:
+                report.drop("line too long", f"{path}:{n}")
+                yield n, None
+                continue
+            try:
+                yield n, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                report.drop("undecodable bytes", f"{path}:{n}")
+                yield n, None
+
+
+def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[Example]:
+    """CoNaLa JSON array: rewritten_intent (falling back to intent) -> snippet."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: not a CoNaLa JSON file ({type(exc).__name__})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of CoNaLa records")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            report.drop("record is not an object", f"{path}:[{i}]")
+            continue
+        intent = rec.get("rewritten_intent") or rec.get("intent")
+        code = rec.get("snippet")
+        if not isinstance(intent, str) or not isinstance(code, str) or not intent.strip():
+            report.drop("missing intent or snippet", f"{path}:[{i}]")
+            continue
+        yield Example(intent.strip(), code, "python", source)
+
+
+def read_jsonl(
+    path: Path, report: Report, source: str, lang: str = "python",
+    intent_key: str = "intent", code_key: str = "snippet",
+) -> Iterator[Example]:
+    """JSON lines. CoNaLa-style ({intent, snippet}) or generic ({intent, code, lang})."""
+    for n, line in _lines(Path(path), report):
+        if line is None or not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            report.drop("bad JSON", f"{path}:{n}")
+            continue
+        if not isinstance(rec, dict):
+            report.drop("record is not an object", f"{path}:{n}")
+            continue
+        intent = rec.get(intent_key)
+        code = rec.get(code_key, rec.get("code"))
+        rec_lang = rec.get("lang", lang)
+        if not isinstance(intent, str) or not isinstance(code, str) or not intent.strip():
+            report.drop("missing intent or code", f"{path}:{n}")
+            continue
+        if not isinstance(rec_lang, str):
+            report.drop("bad lang", f"{path}:{n}")
+            continue
+        yield Example(intent.strip(), code, rec_lang, source)
+
+
+def _read_pairs(nl_path: Path, code_path: Path, report: Report) -> Iterator[tuple[int, str, str]]:
+    nl = list(_lines(nl_path, report))
+    cm = list(_lines(code_path, report))
+    if len(nl) != len(cm):
+        report.drop(
+            f"unpaired files ({len(nl)} vs {len(cm)} lines); extra lines ignored",
+            f"{nl_path}",
+        )
+    for (n, a), (_, b) in zip(nl, cm):
+        if a is None or b is None:
+            continue
+        if not a.strip() or not b.strip():
+            report.drop("empty line", f"{nl_path}:{n}")
+            continue
+        yield n, a.strip(), b
+
+
+def read_nl2bash(prefix: Path, report: Report, source: str = "nl2bash") -> Iterator[Example]:
+    """NL2Bash: PREFIX.nl and PREFIX.cm, line i paired with line i."""
+    prefix = Path(prefix)
+    for _, nl, cm in _read_pairs(prefix.with_suffix(".nl"), prefix.with_suffix(".cm"), report):
+        yield Example(nl, cm.strip(), "bash", source)
+
+
+# --- Django: detokenise space-tokenised Python back to real Python -----------------------
+
+_STRING = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _detok_plain(seg: str) -> str:
+    seg = re.sub(r"\s+", " ", seg)
+    seg = re.sub(r" ?\. ?", ".", seg)  # attribute access and relative imports
+    seg = re.sub(r" ([,:;)\]}])", r"\1", seg)
+    seg = re.sub(r"([(\[{]) ", r"\1", seg)
+    seg = re.sub(r"(\w) ([(\[])", r"\1\2", seg)  # call and subscript
+    seg = re.sub(r"\b(if|elif|while|for|in|and|or|not|return|yield|print|assert|del|"
+                 r"lambda|import|from|with|as|is|else|except|raise|global)([(\[])", r"\1 \2", seg)
+    seg = re.sub(r"\* \*", "**", seg)
+    seg = re.sub(r"(\d)\.(\d)", r"\1.\2", seg)
+    seg = re.sub(r"(\.) (\d)", r"\1\2", seg)
+    return seg
+
+
+def detokenize_python(code: str) -> str:
+    """Undo the Django corpus's space tokenisation, leaving string literals untouched."""
+    parts = _STRING.split(code.strip())
+    out = []
+    for i, part in enumerate(parts):
+        out.append(part if i % 2 else _detok_plain(part))
+    text = "".join(out)
+    return text.strip()
+
+
+def _python_ok(code: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(code)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def django_code(raw: str) -> str | None:
+    """Real Python for one Django line, or None if it cannot be made to parse.
+
+    Block headers (`def f(x):`) are kept as they are; they parse with a dummy body.
+    """
+    code = detokenize_python(raw)
+    if _python_ok(code):
+        return code
+    if code.endswith(":") and _python_ok(code + " pass"):
+        return code
+    if code.startswith(("elif", "else", "except", "finally")) and _python_ok(
+        "if 1: pass\n" + code + " pass" if not code.startswith(("except", "finally"))
+        else "try: pass\n" + code + " pass"
+    ):
+        return code
+    return None
+
+
+def read_django(
+    prefix: Path, report: Report, source: str = "django", start: int = 0, stop: int | None = None
+) -> Iterator[Example]:
+    """Django PREFIX.anno / PREFIX.code, lines [start, stop) (0-based)."""
+    prefix = Path(prefix)
+    for n, anno, raw in _read_pairs(prefix.with_suffix(".anno"), prefix.with_suffix(".code"), report):
+        if n - 1 < start or (stop is not None and n - 1 >= stop):
+            continue
+        code = django_code(raw)
+        if code is None:
+            report.drop("django line does not parse after detokenising", f"{prefix}.code:{n}")
+            continue
+        yield Example(anno, code, "python", source)

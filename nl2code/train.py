@@ -1,0 +1,352 @@
+"""The training loop: teacher forcing, label smoothing, AdamW with warm-up, token budgets.
+
+A training folder holds `last/` (model + train_state.pt, for --resume) and `best/` (the
+model with the best dev BLEU), plus `log.jsonl`. Both are written atomically. The data
+order is a pure function of (seed, epoch), and the RNG state is saved with the optimizer,
+so a resumed run continues exactly as an uninterrupted one would.
+
+Under `torchrun --nproc_per_node N` the same code runs DDP (gloo on CPU, NCCL on GPU):
+each rank takes every N-th batch; only rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nl2code import checkpoint, slots
+from nl2code.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from nl2code.data.records import Example, read_jsonl
+from nl2code.errors import DataError, UsageError
+from nl2code.tokenizer import EOS, PAD, Tokenizer
+
+STATE = "train_state.pt"
+
+
+@dataclass
+class Encoded:
+    src: list[int]
+    tgt: list[int]  # code ids + EOS
+    source: str
+    example: Example
+
+
+def encode_examples(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -> list[Encoded]:
+    out = []
+    for ex in examples:
+        intent, code, _ = slots.canonicalize_pair(ex.intent, ex.code)
+        src = tok.encode_source(intent, ex.lang)[: cfg.max_src_len]
+        tgt = tok.encode(code) + [EOS]
+        if len(tgt) > cfg.max_tgt_len or len(tgt) < 2:
+            continue  # cut code would teach the model to stop mid-statement
+        out.append(Encoded(src, tgt, ex.source, ex))
+    return out
+
+
+def tokenizer_texts(examples: list[Example]) -> list[str]:
+    texts = []
+    for ex in examples:
+        intent, code, _ = slots.canonicalize_pair(ex.intent, ex.code)
+        texts.append(intent)
+        texts.append(code)
+    return texts
+
+
+def source_weight(weights: dict[str, float], source: str) -> float:
+    if source in weights:
+        return weights[source]
+    return weights.get(source.split("-")[0], 1.0)
+
+
+def epoch_batches(data: list[Encoded], cfg: TrainConfig, weights: dict[str, float], epoch: int) -> list[list[int]]:
+    """Deterministic batches for an epoch: weighted upsampling, length buckets, shuffle.
+
+    Source and target tokens are budgeted separately (long API-doc intents would otherwise
+    make target batches tiny).
+    """
+    rng = random.Random(cfg.seed * 1_000_003 + epoch)
+    idx: list[int] = []
+    for i, e in enumerate(data):
+        w = source_weight(weights, e.source)
+        copies = int(w) + (1 if rng.random() < w - int(w) else 0)
+        idx.extend([i] * copies)
+    rng.shuffle(idx)
+    # sort within large chunks by target length so batches have little padding
+    chunk = 100 * 64
+    batches = []
+    for c in range(0, len(idx), chunk):
+        part = sorted(idx[c : c + chunk], key=lambda i: (len(data[i].tgt), len(data[i].src)))
+        cur: list[int] = []
+        ms = mt = 0
+        for i in part:
+            s, t = len(data[i].src), len(data[i].tgt)
+            if cur and (max(ms, s) * (len(cur) + 1) > cfg.batch_tokens or max(mt, t) * (len(cur) + 1) > cfg.batch_tokens):
+                batches.append(cur)
+                cur, ms, mt = [], 0, 0
+            cur.append(i)
+            ms, mt = max(ms, s), max(mt, t)
+        if cur:
+            batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items: list[Encoded]) -> tuple[torch.Tensor, ...]:
+    S = max(len(e.src) for e in items)
+    T = max(len(e.tgt) for e in items)
+    src = torch.full((len(items), S), PAD, dtype=torch.long)
+    tgt = torch.full((len(items), T + 1), PAD, dtype=torch.long)
+    for r, e in enumerate(items):
+        src[r, : len(e.src)] = torch.tensor(e.src)
+        tgt[r, 0] = 2  # BOS
+        tgt[r, 1 : len(e.tgt) + 1] = torch.tensor(e.tgt)
+    return src, src != PAD, tgt[:, :-1], tgt[:, 1:]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then inverse-square-root decay (Vaswani et al. 2017)."""
+    step = max(step, 1)
+    return cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+
+
+def _dist():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def load_corpus(corpus: Path) -> tuple[list[Example], list[Example], dict[str, float]]:
+    corpus = Path(corpus)
+    for name in ("train.jsonl", "dev.jsonl"):
+        if not (corpus / name).is_file():
+            raise DataError(f"{corpus / name} not found: build a corpus with `nl2code data build`")
+    weights = {}
+    stats = corpus / "stats.json"
+    if stats.is_file():
+        weights = json.loads(stats.read_text()).get("weights", {})
+    return read_jsonl(corpus / "train.jsonl"), read_jsonl(corpus / "dev.jsonl"), weights
+
+
+def dev_loss(model, dev: list[Encoded], cfg: TrainConfig) -> float:
+    model.eval()
+    total = count = 0.0
+    with torch.inference_mode():
+        for c in range(0, len(dev), 64):
+            src, mask, tin, tout = collate(dev[c : c + 64])
+            logits = model(src, mask, tin)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                                   ignore_index=PAD, reduction="sum")
+            total += float(loss)
+            count += int((tout != PAD).sum())
+    model.train()
+    return total / max(count, 1)
+
+
+def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int) -> float:
+    """Greedy decoding of the first n dev examples of the first dev source, CoNaLa BLEU."""
+    from nl2code.decode import decode
+    from nl2code.metrics import conala_bleu
+
+    if not dev or n <= 0:
+        return 0.0
+    first = dev[0].source
+    items = [e for e in dev if e.source == first][:n]
+    model.eval()
+    hyps, refs = [], []
+    cfg = DecodeConfig(strategy="greedy", n_best=1, max_len=100)
+    for c in range(0, len(items), 32):
+        chunk = items[c : c + 32]
+        src, mask, _, _ = collate(chunk)
+        for e, h in zip(chunk, decode(model, src, mask, cfg)):
+            _, s = slots.canonicalize(e.example.intent)
+            hyps.append(slots.restore(tok.decode(h[0].ids), s))
+            refs.append(e.example.code)
+    model.train()
+    return conala_bleu(refs, hyps)
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
+          log: Callable[[dict], None] | None = None) -> Path:
+    """Train; returns the folder of the best model. log receives one dict per event."""
+    rank, world = _dist()
+    out = Path(cfg.out)
+    if not cfg.out:
+        raise UsageError("training needs an output folder (--out)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    log = log or (lambda rec: None)
+    checkpoint.recover_dir(out / "last")
+    if resume and not (out / "last" / STATE).is_file():
+        raise UsageError(f"nothing to resume: {out / 'last' / STATE} not found")
+    if not resume and (out / "last").exists():
+        raise UsageError(f"{out} already holds a training run: use --resume or another --out")
+
+    train_ex, dev_ex, weights = load_corpus(Path(cfg.corpus))
+    weights = {**weights, **cfg.source_weights}
+    if resume:
+        model, model_cfg, tok, _ = checkpoint.load_model(out / "last")
+    elif cfg.init_from:
+        model, base_cfg, tok, _ = checkpoint.load_model(cfg.init_from)
+        model_cfg = base_cfg
+    else:
+        if rank == 0:
+            tok = Tokenizer.train(tokenizer_texts(train_ex), cfg.vocab_size)
+            if world > 1:
+                out.mkdir(parents=True, exist_ok=True)
+                tok.save(out / "tokenizer.model")
+        if world > 1:
+            torch.distributed.barrier()
+            if rank != 0:
+                tok = Tokenizer.load(out / "tokenizer.model")
+        model_cfg.vocab_size = tok.vocab_size
+        torch.manual_seed(cfg.seed)
+        from nl2code.model import build_model
+
+        model = build_model(model_cfg)
+    model.train()
+    train_data = encode_examples(train_ex, tok, cfg)
+    dev_data = encode_examples(dev_ex, tok, cfg)
+    if not train_data:
+        raise DataError(f"{cfg.corpus}: no usable training examples")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad_evals": 0, "elapsed": 0.0, "tokens": 0}
+    if resume:
+        saved = torch.load(out / "last" / STATE, weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        state.update(saved["progress"])
+        torch.set_rng_state(saved["rng_torch"])
+        random.setstate((saved["rng_py"][0], tuple(saved["rng_py"][1]), saved["rng_py"][2]))
+    else:
+        torch.manual_seed(cfg.seed + 1)
+        random.seed(cfg.seed)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):  # finish the step, save, then exit
+        stop["signal"] = signum
+
+    old_handler = signal.signal(signal.SIGTERM, on_signal) if rank == 0 else None
+
+    meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data)}
+
+    def save_last() -> None:
+        if rank != 0:
+            return
+        py = random.getstate()
+        blob = {
+            "optimizer": opt.state_dict(),
+            "progress": dict(state),
+            "rng_torch": torch.get_rng_state(),
+            "rng_py": [py[0], list(py[1]), py[2]],
+        }
+        import io
+
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        checkpoint.save_model(out / "last", model, model_cfg, tok, {**meta, **state}, extra={STATE: buf.getvalue()})
+
+    t0 = time.monotonic() - state["elapsed"]
+    last_save = time.monotonic()
+    tok_window, t_window = 0, time.monotonic()
+    finished = False
+    while not finished:
+        batches = epoch_batches(train_data, cfg, weights, state["epoch"])
+        batches = batches[rank::world]
+        while state["batch"] < len(batches):
+            items = [train_data[i] for i in batches[state["batch"]]]
+            src, mask, tin, tout = collate(items)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state["step"] + 1, cfg)
+            logits = ddp(src, mask, tin)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                                   ignore_index=PAD, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+            n_tok = int((tout != PAD).sum())
+            state["step"] += 1
+            state["batch"] += 1
+            state["tokens"] += n_tok
+            tok_window += n_tok
+            state["elapsed"] = time.monotonic() - t0
+            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+                now = time.monotonic()
+                log({"event": "step", "step": state["step"], "epoch": state["epoch"], "loss": float(loss),
+                     "lr": lr_at(state["step"], cfg), "tok_per_s": tok_window / max(now - t_window, 1e-9),
+                     "elapsed": state["elapsed"]})
+                tok_window, t_window = 0, now
+            out_of_time = cfg.max_minutes and state["elapsed"] >= cfg.max_minutes * 60
+            last_step = state["step"] >= cfg.max_steps or out_of_time
+            if rank == 0 and (state["step"] % cfg.eval_every == 0 or last_step):
+                dl = dev_loss(model, dev_data, cfg) if dev_data else float("nan")
+                bleu = dev_bleu(model, tok, dev_data, cfg.dev_bleu_examples)
+                improved = bleu > state["best"]
+                log({"event": "eval", "step": state["step"], "dev_loss": dl, "dev_bleu": bleu,
+                     "best": max(bleu, state["best"])})
+                if improved:
+                    state["best"], state["bad_evals"] = bleu, 0
+                    checkpoint.save_model(out / "best", model, model_cfg, tok,
+                                          {**meta, **state, "dev_loss": dl, "dev_bleu": bleu})
+                else:
+                    state["bad_evals"] += 1
+                save_last()
+                last_save = time.monotonic()
+                if cfg.patience and state["bad_evals"] >= cfg.patience:
+                    log({"event": "early_stop", "step": state["step"]})
+                    last_step = True
+            elif time.monotonic() - last_save >= cfg.save_every_minutes * 60:
+                save_last()
+                last_save = time.monotonic()
+                log({"event": "checkpoint", "step": state["step"]})
+            if stop["signal"] is not None:
+                save_last()
+                log({"event": "interrupted", "step": state["step"]})
+                if old_handler is not None:
+                    signal.signal(signal.SIGTERM, old_handler)
+                raise SystemExit(128 + stop["signal"])
+            if last_step:
+                finished = True
+                break
+        if not finished:
+            state["epoch"] += 1
+            state["batch"] = 0
+    if rank == 0 and old_handler is not None:
+        signal.signal(signal.SIGTERM, old_handler)
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0 and not (out / "best").exists():
+        checkpoint.save_model(out / "best", model, model_cfg, tok, {**meta, **state})
+    return out / "best"
+
+
+def load_train_config(path: str | Path) -> tuple[TrainConfig, ModelConfig]:
+    """A TOML file with [train] and [model] tables."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"training config not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - {"train", "model"}
+    if unknown:
+        raise UsageError(f"{path}: unknown table(s) {sorted(unknown)}; use [train] and [model]")
+    return from_dict(TrainConfig, raw.get("train", {})), from_dict(ModelConfig, raw.get("model", {}))
