@@ -132,12 +132,13 @@ def _inside_string(code: str, pos: int) -> bool:
     return bool(quote)
 
 
-def restore(code: str, slots: list[Slot]) -> str:
+def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
     """Put slot values back in place of their placeholders.
 
     The model quotes a placeholder itself when the slot is used as a string. One repair:
-    a str slot whose value is not a name or number (`a.csv`), emitted bare outside any
-    string, is quoted, since bare it would be wrong code.
+    a Python str slot whose value is not a name or number (`a.csv`), emitted bare outside
+    any string, is quoted, since bare it would be wrong code. (In shell a bare `a.csv` is
+    the normal way to write a file name, so bash is left alone.)
     """
     table = {s.placeholder: s for s in slots}
     pieces: list[str] = []
@@ -149,7 +150,8 @@ def restore(code: str, slots: list[Slot]) -> str:
         pieces.append(code[last : m.start()])
         value = slot.value
         if (
-            slot.kind == "str"
+            lang == "python"
+            and slot.kind == "str"
             and not (value.isidentifier() or re.fullmatch(r"-?\d+(\.\d+)?", value))
             and not _inside_string(code, m.start())
         ):

@@ -12,7 +12,7 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
-from nl2code.errors import CheckpointError
+from nl2code.errors import CheckpointError, DataError
 from nl2code.slots import PLACEHOLDERS
 
 TOKENIZER_VERSION = 1
@@ -49,31 +49,38 @@ class Tokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int = 8000) -> "Tokenizer":
         spm = _import_spm()
         buf = io.BytesIO()
-        spm.SentencePieceTrainer.Train(
-            sentence_iterator=iter(texts),
-            model_writer=buf,
-            vocab_size=vocab_size,
-            model_type="unigram",
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            add_dummy_prefix=False,
-            split_by_whitespace=True,
-            allow_whitespace_only_pieces=True,
-            split_digits=True,
-            byte_fallback=True,
-            character_coverage=1.0,
-            user_defined_symbols=LANG_TAGS + PLACEHOLDERS + _WS_SYMBOLS,
-            pad_id=PAD,
-            unk_id=UNK,
-            bos_id=BOS,
-            eos_id=EOS,
-            max_sentence_length=1 << 16,
-            input_sentence_size=2_000_000,
-            shuffle_input_sentence=True,
-            hard_vocab_limit=False,
-            num_threads=2,
-            minloglevel=2,
-        )
+        texts = [t for t in texts if t]
+        if not texts:
+            raise DataError("cannot train a tokenizer on an empty corpus")
+        try:
+            spm.SentencePieceTrainer.Train(
+                sentence_iterator=iter(texts),
+                model_writer=buf,
+                vocab_size=vocab_size,
+                model_type="unigram",
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                split_by_whitespace=True,
+                allow_whitespace_only_pieces=True,
+                split_digits=True,
+                byte_fallback=True,
+                character_coverage=1.0,
+                user_defined_symbols=LANG_TAGS + PLACEHOLDERS + _WS_SYMBOLS,
+                pad_id=PAD,
+                unk_id=UNK,
+                bos_id=BOS,
+                eos_id=EOS,
+                max_sentence_length=1 << 16,
+                input_sentence_size=2_000_000,
+                shuffle_input_sentence=True,
+                hard_vocab_limit=False,
+                num_threads=2,
+                minloglevel=2,
+            )
+        except RuntimeError as exc:
+            reason = str(exc).split("] ")[-1].split(". ")[0]
+            raise DataError(f"sentencepiece training failed: {reason}") from None
         return cls(buf.getvalue())
 
     def encode(self, text: str) -> list[int]:

@@ -172,7 +172,7 @@ def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int) -> float:
         src, mask, _, _ = collate(chunk)
         for e, h in zip(chunk, decode(model, src, mask, cfg)):
             _, s = slots.canonicalize(e.example.intent)
-            hyps.append(slots.restore(tok.decode(h[0].ids), s))
+            hyps.append(slots.restore(tok.decode(h[0].ids), s, e.example.lang))
             refs.append(e.example.code)
     model.train()
     return conala_bleu(refs, hyps)

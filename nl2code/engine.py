@@ -1,0 +1,133 @@
+"""Generator: load a checkpoint once, then intent -> ranked candidates that parse.
+
+    intent -> slots.canonicalize -> tokenizer -> model.encode -> decode (beam/greedy/sample)
+           -> detokenise -> slots.restore -> syntax.check -> rerank -> [Candidate]
+
+Every front door (CLI, language server, eval) calls this and nothing else. Same input and
+model give the same output; calls are serialised with a lock, so one Generator can be
+shared by the language server's worker threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from nl2code import slots
+from nl2code.config import DecodeConfig
+from nl2code.errors import NoParseableCandidate, UsageError
+from nl2code.paths import default_model_path
+from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
+from nl2code.syntax import canonical_lang
+
+MAX_INTENT_CHARS = 10_000
+
+
+def clean_intent(intent: str) -> str:
+    """Strip control characters and surrounding space; reject empty or huge intents."""
+    if not isinstance(intent, str):
+        raise UsageError("the intent must be text")
+    if len(intent) > MAX_INTENT_CHARS:
+        raise UsageError(f"intent too long ({len(intent):,} characters; the limit is {MAX_INTENT_CHARS:,})")
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in intent)
+    text = " ".join(text.split())
+    if not text:
+        raise UsageError("empty intent: say what the code should do, e.g. nl2code \"read csv file 'a.csv'\"")
+    return text
+
+
+class Generator:
+    def __init__(self, model, model_cfg, tokenizer, meta: dict[str, Any], path: Path,
+                 rerank_cfg: RerankConfig | None = None):
+        self.model = model
+        self.model_cfg = model_cfg
+        self.tok = tokenizer
+        self.meta = meta
+        self.path = Path(path)
+        self.rerank_cfg = rerank_cfg or RerankConfig()
+        self._lock = threading.Lock()
+        self.languages = list(meta.get("languages") or ["python", "bash"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None) -> "Generator":
+        """Load a model folder; None means NL2CODE_MODEL or the bundled default model."""
+        import torch
+
+        from nl2code.checkpoint import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        path = Path(path) if path else default_model_path()
+        model, cfg, tok, meta = load_model(path)
+        return cls(model, cfg, tok, meta, path)
+
+    def _decode_config(self, n: int, config: DecodeConfig | None) -> DecodeConfig:
+        if config is None:
+            config = DecodeConfig(strategy="beam", beam_size=max(5, n), n_best=max(5, n))
+        return config.validate()
+
+    def generate(self, intent: str, lang: str = "python", n: int = 5,
+                 config: DecodeConfig | None = None, keep_unparsed: bool = False) -> list[Candidate]:
+        """Up to n candidates that parse, best first. Raises NoParseableCandidate if none."""
+        return self.generate_batch([intent], lang, n, config, keep_unparsed)[0]
+
+    def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5,
+                       config: DecodeConfig | None = None, keep_unparsed: bool = False,
+                       raise_empty: bool = True) -> list[list[Candidate]]:
+        import torch
+
+        from nl2code.decode import decode
+        from nl2code.tokenizer import PAD
+
+        if n < 1:
+            raise UsageError("n must be at least 1")
+        lang = canonical_lang(lang)
+        if lang not in self.languages:
+            raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(self.languages)}")
+        cfg = self._decode_config(n, config)
+        prepared = []
+        for intent in intents:
+            canon, slot_list = slots.canonicalize(clean_intent(intent))
+            src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
+            prepared.append((canon, slot_list, src))
+        S = max(len(p[2]) for p in prepared)
+        src = torch.full((len(prepared), S), PAD, dtype=torch.long)
+        for i, (_, _, ids) in enumerate(prepared):
+            src[i, : len(ids)] = torch.tensor(ids)
+        cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
+        with self._lock:
+            hyps = decode(self.model, src, src != PAD, cfg)
+        results = []
+        for (canon, slot_list, _), hs in zip(prepared, hyps):
+            wanted = {s.placeholder for s in slot_list}
+            cands: list[Candidate] = []
+            seen: set[str] = set()
+            for h in hs:
+                canon_code = self.tok.decode(h.ids)
+                code = slots.restore(canon_code, slot_list, lang).strip("\n")
+                if code in seen:
+                    continue
+                seen.add(code)
+                f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, code, lang)
+                f["finished"] = h.finished
+                if not h.finished:
+                    f["parses"] = False  # cut at max_len: never offer truncated code
+                cands.append(Candidate(code, lang, score(f, self.rerank_cfg), h.logprob, f["parses"], f, f["danger"]))
+            ranked = rerank(cands, keep_unparsed=keep_unparsed)[:n]
+            if raise_empty and not any(c.parses for c in ranked):
+                raise NoParseableCandidate(
+                    f"no parseable {lang} candidate among {len(cands)} for this intent; "
+                    f"try rephrasing it or a larger --beam",
+                ) if len(intents) == 1 else NoParseableCandidate("no parseable candidate")
+            results.append(ranked)
+        return results
+
+    def info(self) -> dict[str, Any]:
+        c = self.model_cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {"path": str(self.path), "arch": c.arch, "parameters": n_params,
+                "d_model": c.d_model, "layers": [c.n_enc_layer, c.n_dec_layer],
+                "vocab_size": c.vocab_size, "languages": self.languages, "meta": self.meta}

@@ -1,0 +1,70 @@
+"""Rerank: candidate features -> one score. Candidates that do not parse are dropped.
+
+Syntax is a filter, then a feature. Among parsing candidates the score combines the
+length-normalised log-probability, slot coverage (every placeholder from the intent used,
+none invented) and the destructive-command flag (flagged bash goes last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nl2code import safety, slots, syntax
+
+
+@dataclass
+class RerankConfig:
+    w_logprob: float = 1.0  # length-normalised log-probability
+    w_coverage: float = 1.0  # fraction of intent placeholders the code uses
+    w_invented: float = 2.0  # per placeholder the intent does not have
+    w_length: float = 0.0  # log(1 + tokens); >0 favours longer code
+    danger_penalty: float = 100.0
+
+
+@dataclass
+class Candidate:
+    code: str
+    lang: str
+    score: float
+    logprob: float
+    parses: bool
+    features: dict[str, Any] = field(default_factory=dict)
+    danger: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "score": round(self.score, 4), "logprob": round(self.logprob, 4),
+                "parses": self.parses, "danger": self.danger}
+
+
+def features(canon_code: str, n_tokens: int, logprob: float, norm_score: float,
+             intent_placeholders: set[str], code: str, lang: str) -> dict[str, Any]:
+    import math
+
+    used = slots.placeholders_in(canon_code)
+    result = syntax.check(code, lang)
+    return {
+        "norm_logprob": norm_score,
+        "logprob": logprob,
+        "tokens": n_tokens,
+        "log_length": math.log1p(n_tokens),
+        "coverage": len(used & intent_placeholders) / len(intent_placeholders) if intent_placeholders else 1.0,
+        "invented": len(used - intent_placeholders),
+        "parses": result.ok,
+        "errors": len(result.errors),
+        "danger": safety.dangers(code) if lang == "bash" else [],
+    }
+
+
+def score(f: dict[str, Any], cfg: RerankConfig) -> float:
+    s = (cfg.w_logprob * f["norm_logprob"] + cfg.w_coverage * f["coverage"]
+         - cfg.w_invented * f["invented"] + cfg.w_length * f["log_length"])
+    if f["danger"]:
+        s -= cfg.danger_penalty
+    return s
+
+
+def rerank(cands: list[Candidate], keep_unparsed: bool = False) -> list[Candidate]:
+    """Sort by score (ties keep model order); drop what does not parse unless asked."""
+    kept = cands if keep_unparsed else [c for c in cands if c.parses]
+    return sorted(kept, key=lambda c: -c.score)
