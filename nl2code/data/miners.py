@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 
 import tree_sitter_python
@@ -44,7 +45,9 @@ from nl2code.errors import DataError
 KINDS = ("docstring", "comment", "doctest")
 TAGS = {"docstring": "mined-docstring", "comment": "mined-comment", "doctest": "mined-doctest"}
 
-SKIP_DIRS = frozenset({"test", "tests", "__pycache__", "site-packages", "dist-packages", "idle_test"})
+SKIP_DIRS = frozenset(
+    {"test", "tests", "__pycache__", "site-packages", "dist-packages", "idle_test"}
+)
 MAX_FILE_BYTES = 1_000_000
 MAX_COMMENT_CODE_LINES = 5
 MIN_INTENT_WORDS, MAX_INTENT_WORDS, MAX_INTENT_CHARS = 3, 40, 300
@@ -73,6 +76,10 @@ _RULE_LINE = re.compile(r"^[-=~^*+#_`:.\s]+$")
 _ROLE = re.compile(r":[\w.+-]+(?::[\w.+-]+)*:`(~?)([^`]+)`")
 _DOUBLE_BACKTICK = re.compile(r"``([^`]+)``")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(])")
+_DOC_SECTION = re.compile(
+    r"^(?::\w|@\w|>>>|(?:Args|Arguments|Parameters|Returns?|Yields?|Raises|Examples?|Notes?|"
+    r"See Also|Attributes)\s*:?$)"
+)
 _DOCTEST_DIRECTIVE = re.compile(r"\s*#\s*doctest:.*$")
 
 
@@ -284,7 +291,7 @@ def parse_file(path: Path, text: str) -> ParsedFile:
     data = text.encode("utf-8")
     tree = _parser().parse(data)
     captures = QueryCursor(_query()).captures(tree.root_node)
-    by_start = lambda node: node.start_byte  # noqa: E731
+    by_start = attrgetter("start_byte")
     return ParsedFile(
         path=path,
         data=data,
@@ -358,9 +365,10 @@ def _first_paragraph_summary(doc: str) -> str:
     """The docstring's first paragraph, or its first sentence when the paragraph is long."""
     paragraph: list[str] = []
     for line in inspect.cleandoc(doc).split("\n"):
-        if line.strip():
-            paragraph.append(line.strip())
-        elif paragraph:
+        line = line.strip()
+        if line and not _DOC_SECTION.match(line):
+            paragraph.append(line)
+        elif paragraph or line:
             break
     text = _clean_prose(" ".join(paragraph))
     return text if _fits_intent(text) else _SENTENCE_BREAK.split(text)[0]
@@ -415,14 +423,16 @@ def _docstring_pair(
 
 
 def _is_stub(src: ParsedFile, statements: list[Node]) -> bool:
-    """A body that is only `pass`, `...` or `raise NotImplementedError`."""
+    """A body that is only `pass`, `...`, a bare return or `raise NotImplementedError`."""
     if len(statements) != 1:
         return False
     stmt = statements[0]
     if stmt.type == "pass_statement":
         return True
     text = _node_text(src, stmt).strip()
-    return text == "..." or (stmt.type == "raise_statement" and "NotImplementedError" in text)
+    if stmt.type == "raise_statement":
+        return "NotImplementedError" in text
+    return text in ("...", "return", "return None", "return NotImplemented")
 
 
 # --------------------------------------------------------------------------- miner (b)
@@ -519,7 +529,9 @@ def _statement_at(src: ParsedFile, row: int, col: int) -> Node | None:
     if row >= len(src.lines):
         return None
     node = src.tree.root_node.descendant_for_point_range((row, col), (row, col))
-    while node is not None and node.parent is not None and node.parent.type not in ("block", "module"):
+    while node is not None and node.parent is not None:
+        if node.parent.type in ("block", "module"):
+            break
         node = node.parent
     if node is None or node.parent is None or tuple(node.start_point) != (row, col):
         return None
@@ -585,10 +597,16 @@ def _doctest_pairs(lines: list[str], report: Report) -> Iterator[tuple[str, str]
         prose = _prose_before(stripped, start)
         if not prose:
             report.drop("mined: doctest without prose")
+        elif _only_imports(code):
+            report.drop("mined: doctest only imports")
         elif _UNINFORMATIVE.match(prose):
             report.drop("mined: doctest prose not useful")
         else:
             yield prose, code
+
+
+def _only_imports(code: str) -> bool:
+    return all(line.startswith(("import ", "from ")) for line in code.split("\n") if line)
 
 
 def _block_end(stripped: list[str], start: int) -> int:
