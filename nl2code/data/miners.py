@@ -90,6 +90,8 @@ def resolve_root(name: str) -> tuple[Path, str]:
     """A recipe root -> (path, version): "stdlib", an installed package, or a folder."""
     if name == "stdlib":
         return _stdlib_root()
+    if name == "site-packages":
+        return _site_packages_root()
     if all(part.isidentifier() for part in name.split(".")):
         found = _package_root(name)
         if found is not None:
@@ -98,8 +100,20 @@ def resolve_root(name: str) -> tuple[Path, str]:
     if folder.is_dir() or (folder.is_file() and folder.suffix == ".py"):
         return folder.resolve(), "unversioned"
     raise DataError(
-        f"mining root {name!r} not found: not a folder, 'stdlib' or an installed package"
+        f"mining root {name!r} not found: not a folder, 'stdlib', 'site-packages' or an installed package"
     )
+
+
+def _site_packages_root() -> tuple[Path, str]:
+    """The running environment's site-packages; its "version" lists every distribution."""
+    import importlib.metadata as md
+
+    path = Path(sysconfig.get_paths()["purelib"])
+    if not path.is_dir():
+        raise DataError(f"mining root 'site-packages': folder {path} is missing")
+    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in md.distributions(path=[str(path)])
+                    if d.metadata["Name"]}, key=str.lower)
+    return path.resolve(), ", ".join(dists)
 
 
 def _stdlib_root() -> tuple[Path, str]:

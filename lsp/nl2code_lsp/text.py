@@ -1,0 +1,127 @@
+"""Reading intents out of documents and laying generated code back in. No LSP types here.
+
+Only the few lines around the cursor are ever looked at, so a 5 MB document costs one scan
+for newlines, never a split of the whole text. Lines end at "\\n" (a trailing "\\r" is
+dropped), which covers LF and CRLF documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nl2code.errors import UsageError
+from nl2code.syntax import canonical_lang
+
+MAX_INTENT_LINES = 20  # a code action over more comment lines than this is not an intent
+
+
+@dataclass(frozen=True)
+class LangSpec:
+    name: str  # nl2code's language name (nl2code.syntax.canonical_lang)
+    comment: str  # line-comment prefix
+    not_intents: tuple[str, ...] = ()  # comment openings that are never intents
+
+
+# Adding a language: one line here, and the model must have been trained for it.
+LANGUAGES = {
+    "python": LangSpec("python", "#", ("#!", "# -*-", "# type:", "# noqa", "# pragma", "# fmt:")),
+    "bash": LangSpec("bash", "#", ("#!", "# shellcheck")),
+}
+
+
+def language_for(language_id: str | None, enabled: tuple[str, ...]) -> LangSpec | None:
+    """The spec for an editor languageId ('python', 'shellscript', 'sh', ...), if enabled."""
+    if not language_id:
+        return None
+    try:
+        name = canonical_lang(language_id)
+    except UsageError:
+        return None
+    return LANGUAGES.get(name) if name in enabled else None
+
+
+def lines_around(source: str, line: int, before: int = 1, after: int = 1) -> tuple[int, list[str]]:
+    """(first line number, the lines from line-before to line+after) without terminators.
+
+    Lines past the end of the document are simply missing from the list.
+    """
+    first = max(0, line - before)
+    pos = 0
+    for _ in range(first):
+        pos = source.find("\n", pos) + 1
+        if pos == 0:
+            return first, []
+    out: list[str] = []
+    for _ in range(line + after - first + 1):
+        end = source.find("\n", pos)
+        out.append(source[pos:] if end < 0 else source[pos:end])
+        if end < 0:
+            break
+        pos = end + 1
+    return first, [s[:-1] if s.endswith("\r") else s for s in out]
+
+
+def comment_text(line: str, spec: LangSpec) -> str | None:
+    """The text of a line that is only a comment (and not a pragma or shebang), else None."""
+    stripped = line.lstrip()
+    if not stripped.startswith(spec.comment) or stripped.startswith(spec.not_intents):
+        return None
+    while stripped.startswith(spec.comment):
+        stripped = stripped[len(spec.comment):]
+    return stripped.strip() or None
+
+
+def indent_of(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def indent_block(code: str, indent: str) -> str:
+    """Every non-blank line of code prefixed with indent (the comment's indentation)."""
+    return "\n".join(indent + ln if ln.strip() else "" for ln in code.split("\n"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an intent is and where its code goes.
+
+    after_comment: the cursor is on the comment line; the code goes on a new line after it.
+    Otherwise the cursor is on the (blank) line right after the comment, which the code
+    replaces.
+    """
+
+    intent: str
+    comment_line: int
+    indent: str
+    after_comment: bool
+    line_text: str  # the text of the cursor's line
+
+
+def completion_target(source: str, line: int, spec: LangSpec) -> Target | None:
+    """The intent for a completion at `line`, or None when the cursor is not at one."""
+    first, lines = lines_around(source, line, before=1, after=0)
+    if len(lines) != line - first + 1:
+        return None  # the cursor is past the end of the document
+    here = lines[-1]
+    intent = comment_text(here, spec)
+    if intent:
+        return Target(intent, line, indent_of(here), True, here)
+    if line > 0 and not here.strip():
+        above = lines[0]
+        intent = comment_text(above, spec)
+        if intent:
+            return Target(intent, line - 1, indent_of(above), False, here)
+    return None
+
+
+def selection_target(source: str, start: int, end: int, spec: LangSpec) -> Target | None:
+    """The intent in the comment lines of a selection (start..end lines, inclusive)."""
+    if end - start >= MAX_INTENT_LINES:
+        return None
+    first, lines = lines_around(source, start, before=0, after=end - start)
+    found = [(first + i, ln, comment_text(ln, spec)) for i, ln in enumerate(lines)]
+    found = [f for f in found if f[2]]
+    if not found:
+        return None
+    last_line, last_text, _ = found[-1]
+    intent = " ".join(text for _, _, text in found)
+    return Target(intent, last_line, indent_of(last_text), True, last_text)
