@@ -28,7 +28,7 @@ class DefaultGroup(TyperGroup):
     """Route `nl2code "intent"` (no subcommand) to the hidden `generate` command."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        group_opts = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
+        group_opts = {"--help", "-h", "--version", "-V", "--install-completion", "--show-completion"}
         if not args:
             if not sys.stdin.isatty():
                 args = ["generate"]
@@ -55,10 +55,14 @@ app.add_typer(model_app, name="model")
 def _stderr():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # NO_COLOR: no escape codes at all (rich alone drops colour but keeps bold/italic).
+    # emoji=False: a path such as a:smile:b is printed as given, not as an emoji.
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=True, highlight=False, emoji=False, color_system=None if plain else "auto")
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
+    message = " ".join(message.split())  # one line, even for a multi-line exception text
     _stderr().print(f"nl2code: error: {message}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
@@ -136,7 +140,7 @@ def _warn_danger(cands) -> None:
     for c in cands:
         if c.danger:
             _stderr().print(f"nl2code: warning: a candidate looks destructive ({'; '.join(c.danger)}); "
-                            f"review before running it", markup=False)
+                            f"review before running it", markup=False, soft_wrap=True)
             break
 
 
@@ -176,18 +180,22 @@ def generate(
         gen = load_generator(model)
         cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
         try:
-            cands = gen.generate(text, lang_c, n=max(num, 1), config=cfg, keep_unparsed=explain)
+            if explain:  # every beam candidate, parsing or not: the same answer, plus the why
+                cands = gen.generate_batch([text], lang_c, n=beam, config=cfg, keep_unparsed=True,
+                                           raise_empty=False)[0]
+                _explain(cands, lang_c)
+                cands = [c for c in cands if c.parses]
+                if not cands:
+                    raise NoParseableCandidate(f"no parseable {lang_c} candidate for this intent; "
+                                               f"try rephrasing it or a larger --beam")
+            else:
+                cands = gen.generate(text, lang_c, n=num, config=cfg)
         except NoParseableCandidate as exc:
             if as_json:
                 _emit_json(text, lang_c, gen, [], str(exc))
             raise
-        if explain:
-            _explain(cands, lang_c)
-            cands = [c for c in cands if c.parses]
-            if not cands:
-                raise NoParseableCandidate(f"no parseable {lang_c} candidate for this intent")
-        _warn_danger(cands)
         cands = cands[:num]
+        _warn_danger(cands)
         if as_json:
             _emit_json(text, lang_c, gen, cands, None)
             return
@@ -217,7 +225,8 @@ def _emit_json(intent, lang, gen, cands, error) -> None:
 def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path]) -> None:
     from nl2code.config import DecodeConfig
 
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # split on newlines only: str.splitlines would also split an intent at \x0c, \x1c, U+2028...
+    lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
     if not lines:
         raise UsageError("--batch got no intents on stdin")
     gen = load_generator(model)
@@ -264,8 +273,10 @@ def data_build(
         console.print(table)
         console.print(f"train {stats['train']:,}  dev {stats['dev']:,}  duplicates removed "
                       f"{stats['duplicates_removed']:,}  leak guard removed {stats['leak_guard_removed']:,}")
-        for p in stats["problems"][:10]:
-            console.print(f"skipped: {p}", markup=False)
+        for reason, count in sorted(stats["drops"].items(), key=lambda kv: -kv[1]):
+            console.print(f"dropped {count:>7,}  {reason}", markup=False)
+        for p in stats["problems"][:3]:
+            console.print(f"first problems: {p}", markup=False)
         typer.echo(json.dumps({"train": stats["train"], "dev": stats["dev"], "out": str(out)}))
 
     run_guarded(body)

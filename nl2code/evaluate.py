@@ -118,13 +118,14 @@ def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
 
 
 def run_baseline(fn: Callable[[str], str], data: list[Example], lang: str) -> list[Row]:
+    """Baselines are scored on their raw output: no parse filter stands between them and BLEU."""
     rows = []
     for ex in data:
         t = time.perf_counter()
         code = fn(ex.intent)
         ms = (time.perf_counter() - t) * 1000
         ok = syntax.parses(code, lang)
-        rows.append(Row(ex.intent, ex.code, code if ok else None, code, ok, ms))
+        rows.append(Row(ex.intent, ex.code, code, code, ok, ms))
     return rows
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-_ROOTISH = r"""(?:/|/\*|~|~/|\$HOME|/(?:bin|boot|dev|etc|home|lib|lib64|opt|root|sbin|srv|usr|var)/?)"""
+# each may end in /* (`rm -rf ~/*` empties the folder just as `rm -rf ~` removes it)
+_ROOTISH = r"""(?:/\*?|(?:~|\$HOME|/(?:bin|boot|dev|etc|home|lib|lib64|opt|root|sbin|srv|usr|var))/?\*?)"""
 
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("recursive delete of / or a system folder",

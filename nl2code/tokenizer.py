@@ -21,6 +21,7 @@ LANGUAGES = ("python", "bash", "javascript")
 LANG_TAGS = [f"<{lang}>" for lang in LANGUAGES]
 # Whitespace runs that code is made of; spaces are written as U+2581 for sentencepiece.
 _WS_SYMBOLS = ["\n", "\t", "\r"] + ["\u2581" * n for n in (2, 4, 8, 12, 16)]
+_META = "\u2581"  # sentencepiece's whitespace symbol
 
 
 def _import_spm():
@@ -84,10 +85,21 @@ class Tokenizer:
         return cls(buf.getvalue())
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.EncodeAsIds(text)
+        if _META not in text:
+            return self.sp.EncodeAsIds(text)
+        # sentencepiece reads U+2581 in the input as a space; spell it as its UTF-8 bytes
+        # (byte_fallback pieces), which decode back to U+2581 itself.
+        meta = [self.sp.PieceToId(f"<0x{b:02X}>") for b in _META.encode("utf-8")]
+        ids: list[int] = []
+        for i, part in enumerate(text.split(_META)):
+            if i:
+                ids.extend(meta)
+            if part:
+                ids.extend(self.sp.EncodeAsIds(part))
+        return ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.sp.EncodeAsIds(texts)
+        return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (PAD, BOS, EOS)]

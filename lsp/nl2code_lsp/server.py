@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from nl2code.errors import UsageError
@@ -228,7 +228,9 @@ async def cmd_generate(ls: Nl2CodeServer, *args) -> list[dict]:
     """nl2code.generate(intent, lang="python", n=settings.n) -> [candidate dict, ...]."""
     if not args or not isinstance(args[0], str) or len(args) > 3:
         raise JsonRpcInvalidParams(f"{COMMAND} takes (intent, lang=\"python\", n=None)")
-    intent, lang, n = (list(args) + ["python", None])[:3]
+    intent = args[0]
+    lang = args[1] if len(args) > 1 else "python"
+    n = args[2] if len(args) > 2 else None
     try:
         lang = canonical_lang(str(lang))
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 20):
@@ -303,6 +305,18 @@ def run(model: str | None = None, tcp: str | None = None) -> None:
         server.start_io()
 
 
+class _QuietExpectedErrors(logging.Filter):
+    """pygls logs a traceback with every error response; ours are deliberate (bad command
+    arguments, a model that did not load), so one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, JsonRpcException) and not isinstance(exc, JsonRpcInternalError):
+            record.msg, record.args = f"{record.getMessage()}: {exc.message}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nl2code-lsp", description="nl2code language server (stdio by default).")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (for debugging)")
@@ -313,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"nl2code-lsp {__version__}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="nl2code-lsp %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietExpectedErrors())
     try:
         run(args.model, args.tcp)
     except UsageError as exc:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
+from nl2code.syntax import ALIASES
+from nl2code.tokenizer import LANGUAGES
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
 
@@ -89,6 +91,10 @@ def read_jsonl(
         if not isinstance(rec_lang, str):
             report.drop("bad lang", f"{path}:{n}")
             continue
+        rec_lang = ALIASES.get(rec_lang.lower(), rec_lang.lower())
+        if rec_lang not in LANGUAGES:  # training has no language tag for it
+            report.drop("unsupported lang", f"{path}:{n}")
+            continue
         yield Example(intent.strip(), code, rec_lang, source)
 
 
@@ -98,7 +104,7 @@ def _read_pairs(nl_path: Path, code_path: Path, report: Report) -> Iterator[tupl
     if len(nl) != len(cm):
         report.drop(
             f"unpaired files ({len(nl)} vs {len(cm)} lines); extra lines ignored",
-            f"{nl_path}",
+            f"{nl_path if len(nl) > len(cm) else code_path}:{min(len(nl), len(cm)) + 1}",
         )
     for (n, a), (_, b) in zip(nl, cm):
         if a is None or b is None:
@@ -163,8 +169,8 @@ def django_code(raw: str) -> str | None:
     code = detokenize_python(raw)
     if _python_ok(code):
         return code
-    if code.endswith(":") and _python_ok(code + " pass"):
-        return code
+    if code.endswith(":") and (_python_ok(code + " pass") or _python_ok(code + " pass\nfinally: pass")):
+        return code  # `try:` needs a finally (or except) after its dummy body to parse
     if code.startswith(("elif", "else", "except", "finally")) and _python_ok(
         "if 1: pass\n" + code + " pass" if not code.startswith(("except", "finally"))
         else "try: pass\n" + code + " pass"

@@ -1,0 +1,178 @@
+"""Helpers shared by the benchmark scripts: timing, alternation, markdown, model loading.
+
+Every comparison runs its systems round-robin in one process (A B C, B C A, ...), so a
+slow patch on the machine (another job, thermal throttling) hurts all of them alike; we
+report medians and ratios, never means. Each script is `python -m benchmarks.NAME`,
+prints one markdown section on stdout and, with `--json PATH`, writes its result dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+# Settings measured in ../shared/TOOLCHAIN.md; background_thread:true was 2x slower on 2 cores.
+JEMALLOC_CONF = "oversize_threshold:1,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+# --- command line -------------------------------------------------------------------
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny iteration counts: checks the script runs, numbers mean nothing")
+    p.add_argument("--json", type=Path, help="also write the result dict to this file")
+    return p
+
+
+def finish(args: argparse.Namespace, results: dict[str, Any], markdown: str) -> dict[str, Any]:
+    """Print the markdown section; write the result dict if --json was given."""
+    print(markdown.rstrip() + "\n", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+# --- timing ---------------------------------------------------------------------------
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(systems: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each system `reps` times, round-robin with a rotating start; -> seconds per call."""
+    names = list(systems)
+    for _ in range(warmup):
+        for name in names:
+            systems[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timed(systems[name]))
+    return times
+
+
+def median_ms(xs: list[float]) -> float:
+    return 1000.0 * statistics.median(xs)
+
+
+def percentile(xs: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
+    return s[k]
+
+
+# --- markdown ---------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def polluted_note() -> str:
+    """A warning line when the machine was busy at start (numbers then mean little)."""
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        return (f"> **Warning:** 1-minute load average was {load:.2f} when this ran: another job "
+                f"shared the {os.cpu_count()} cores, so these timings are polluted.\n")
+    return ""
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+# --- models -----------------------------------------------------------------------------
+def default_model_dir(path: str | Path | None) -> Path | None:
+    """The model folder to use: the given one, else NL2CODE_MODEL / the bundled default, if present."""
+    from nl2code.paths import default_model_path
+
+    cand = Path(path) if path else default_model_path()
+    return cand if (cand / "manifest.json").is_file() else None
+
+
+def load_or_random(path: str | Path | None = None):
+    """-> (model in eval mode, ModelConfig, description). Random weights of the default
+    shape when no model folder is available: speed does not depend on the weights when
+    the output length is forced (min_len = max_len)."""
+    import torch
+
+    from nl2code.config import ModelConfig
+    from nl2code.model import build_model
+
+    folder = default_model_dir(path)
+    if folder is not None:
+        from nl2code.checkpoint import load_model
+
+        model, cfg, _, _ = load_model(folder)
+        return model, cfg, f"trained model {folder}"
+    if path:
+        raise SystemExit(f"benchmarks: no model folder at {path}")
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    return build_model(cfg).eval(), cfg, "random weights, default ModelConfig (no model folder found)"
+
+
+def random_src(batch: int, length: int, vocab: int, seed: int = 0):
+    """(src ids, mask) of random non-special tokens; ids 0..3 are PAD/UNK/BOS/EOS."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (batch, length), generator=g)
+    return src, torch.ones_like(src, dtype=torch.bool)
+
+
+# --- subprocesses -------------------------------------------------------------------------
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child `python -m benchmarks.X`: the repo importable, warnings quiet."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    env.update(extra or {})
+    return env
+
+
+def jemalloc_env() -> dict[str, str] | None:
+    """LD_PRELOAD settings for jemalloc, or None when the library is not installed."""
+    if not JEMALLOC.is_file():
+        return None
+    return {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": JEMALLOC_CONF}
+
+
+def run_child_json(module: str, argv: list[str], extra_env: dict[str, str] | None, tmp: Path) -> dict[str, Any]:
+    """Run `python -m module argv --json tmp` and return its result dict."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", module, *argv, "--json", str(tmp)]
+    proc = subprocess.run(cmd, cwd=REPO, env=python_env(extra_env), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return json.loads(tmp.read_text())
