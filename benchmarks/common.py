@@ -33,6 +33,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def apply_quick(args: argparse.Namespace, p: argparse.ArgumentParser, **values: Any) -> None:
+    """--quick: use these tiny values for every option the user left at its default."""
+    if args.quick:
+        for name, value in values.items():
+            if getattr(args, name) == p.get_default(name):
+                setattr(args, name, value)
+
+
 def finish(args: argparse.Namespace, results: dict[str, Any], markdown: str) -> dict[str, Any]:
     """Print the markdown section; write the result dict if --json was given."""
     print(markdown.rstrip() + "\n", flush=True)

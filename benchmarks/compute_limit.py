@@ -17,6 +17,7 @@ here) is then reported as a multiple of both bounds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -154,7 +155,7 @@ def run(args) -> dict[str, Any]:
               "decode_shape_ms": {t: decode_shape_bound_ms(c, tp[t], args.tokens, args.src_len) for t in tp}}
     best_shape = min(bounds["decode_shape_ms"].values())
     paths, source = measured_paths(args.measured, args.tokens, args.src_len, args.reps)
-    return {"config": c.__dict__, "tokens": args.tokens, "src_len": args.src_len, "beam": BEAM,
+    return {"config": dataclasses.asdict(c), "tokens": args.tokens, "src_len": args.src_len, "beam": BEAM,
             "flops": flops, "flops_per_token": {"per_hypothesis_mid": step_flops(c, args.tokens // 2, args.src_len),
                                                 "per_query_mid": BEAM * step_flops(c, args.tokens // 2, args.src_len)},
             "throughput": tp, "peak_gflops": peak, "bounds": bounds, "paths": paths, "paths_source": source,
@@ -184,7 +185,10 @@ def report(r: dict[str, Any]) -> str:
               for t, ms in r["bounds"]["decode_shape_ms"].items()],
             "", f"Measured paths ({r['paths_source']}):", ""]
     rows = [[k, v, r["path_ratios"][k]["x_decode_shape"], r["path_ratios"][k]["x_peak"]] for k, v in r["paths"].items()]
-    out.append(common.table(["path", "ms / query", "× decode-shape bound", "× peak bound"], rows))
+    out += [common.table(["path", "ms / query", "× decode-shape bound", "× peak bound"], rows), "",
+            "Both bounds count fp32 matmuls through torch; int8 paths and other GEMM libraries "
+            "(CTranslate2) can go below them. Time above the decode-shape bound is overhead: Python, "
+            "op dispatch, attention, softmax/top-k and cache copies."]
     return "\n".join(out) + "\n"
 
 
@@ -197,8 +201,7 @@ def main() -> dict[str, Any]:
     p.add_argument("--calls", type=int, default=500, help="calls per skinny-matmul timing")
     p.add_argument("--reps", type=int, default=20, help="decodes per path when measuring here")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.calls, args.reps = 1, 20, 2
+    common.apply_quick(args, p, rounds=1, calls=20, reps=2)
     r = run(args)
     return common.finish(args, r, report(r))
 

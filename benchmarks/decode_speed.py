@@ -223,6 +223,8 @@ def jemalloc_compare(args, rounds: int) -> dict[str, Any]:
     env = common.jemalloc_env()
     if env is None:
         return {"skipped": f"{common.JEMALLOC} not found (apt-get install -y libjemalloc2)"}
+    if rounds == 0:
+        return {"skipped": "--jemalloc-rounds 0"}
     child = ["--only-ours", "--reps", str(args.reps), "--threads", str(args.threads),
              "--src-len", str(args.src_len), "--lengths", *map(str, args.lengths)]
     if args.model:
@@ -239,6 +241,34 @@ def jemalloc_compare(args, rounds: int) -> dict[str, Any]:
 
 
 # --- driver ----------------------------------------------------------------------------------------
+def measure_systems(model, cfg, src, mask, args) -> tuple[dict, dict]:
+    """ours vs HF vs CTranslate2 at each length -> ({length: {system: ms}}, {system: why missing})."""
+    systems, missing = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        built: dict[str, Any] = {}
+        for n in args.lengths:
+            calls, why = external_systems(cfg, src, Path(tmp), n, built)
+            times = common.alternate({"ours": ours(model, src, mask, n), **calls}, args.reps)
+            systems[str(n)] = {k: common.median_ms(v) for k, v in times.items()}
+            missing.update(why)
+    return systems, missing
+
+
+def measure_options(model, src, mask, args) -> tuple[dict, dict]:
+    """Our options at each length -> ({length: {option: ms}}, torch.compile report)."""
+    qmodel = quantized(model)
+    if args.skip_compile or args.quick:
+        why = "skipped (--quick: compiling costs minutes)" if args.quick else "skipped (--skip-compile)"
+        compiled, compile_report = None, {"ok": False, "error": why}
+    else:
+        compiled, compile_report = try_compile(model, src, mask, max(args.lengths))
+    options = {}
+    for n in args.lengths:
+        times = common.alternate(option_calls(model, qmodel, compiled, src, mask, n, args.threads), args.reps)
+        options[str(n)] = {k: common.median_ms(v) for k, v in times.items()}
+    return options, compile_report
+
+
 def measure(args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     model, cfg, desc = common.load_or_random(args.model)
@@ -246,27 +276,11 @@ def measure(args) -> dict[str, Any]:
     res: dict[str, Any] = {"model": desc, "threads": args.threads, "src_len": args.src_len, "beam": BEAM,
                            "reps": args.reps, "lengths": args.lengths}
     if args.only_ours:  # child mode for the jemalloc comparison
-        res["ours_ms"] = {}
-        for n in args.lengths:
-            t = common.alternate({"ours": ours(model, src, mask, n)}, args.reps)
-            res["ours_ms"][str(n)] = common.median_ms(t["ours"])
+        res["ours_ms"] = {str(n): common.median_ms(common.alternate({"ours": ours(model, src, mask, n)}, args.reps)["ours"])
+                          for n in args.lengths}
         return res
-    res["systems"], res["missing"] = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        built: dict[str, Any] = {}
-        for n in args.lengths:
-            calls, missing = external_systems(cfg, src, Path(tmp), n, built)
-            calls = {"ours": ours(model, src, mask, n), **calls}
-            times = common.alternate(calls, args.reps)
-            res["systems"][str(n)] = {k: common.median_ms(v) for k, v in times.items()}
-            res["missing"].update(missing)
-    qmodel = quantized(model)
-    compiled, res["compile"] = (None, {"ok": False, "error": "skipped (--skip-compile)"}) if args.skip_compile \
-        else try_compile(model, src, mask, max(args.lengths))
-    res["options"] = {}
-    for n in args.lengths:
-        times = common.alternate(option_calls(model, qmodel, compiled, src, mask, n, args.threads), args.reps)
-        res["options"][str(n)] = {k: common.median_ms(v) for k, v in times.items()}
+    res["systems"], res["missing"] = measure_systems(model, cfg, src, mask, args)
+    res["options"], res["compile"] = measure_options(model, src, mask, args)
     res["jemalloc"] = jemalloc_compare(args, args.jemalloc_rounds)
     return res
 
@@ -277,8 +291,8 @@ def ratio_rows(ms: dict[str, float], base: str) -> list[list[Any]]:
 
 def report(res: dict[str, Any]) -> str:
     out = ["## Decoding speed (beam 5, 5-best, batch 1)", "", common.polluted_note(),
-           f"Model: {res['model']}. Source length {res['src_len']}; torch threads {res['threads']} "
-           f"(CTranslate2: intra_threads=1); {res['reps']} alternating repetitions, medians.", ""]
+           f"Model: {res['model']}. Source length {res['src_len']}; torch threads {res['threads']} for ours and "
+           f"Hugging Face, intra_threads=1 for CTranslate2; {res['reps']} alternating repetitions, medians.", ""]
     for n, ms in res["systems"].items():
         out += [f"### {n} output tokens", "", common.table(["system", "ms / query", "× ours"], ratio_rows(ms, "ours")), ""]
     for name, why in res["missing"].items():
@@ -309,12 +323,11 @@ def main() -> dict[str, Any]:
     p.add_argument("--src-len", type=int, default=16, help="source tokens per query")
     p.add_argument("--reps", type=int, default=20, help="timed calls per system")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the main comparison")
-    p.add_argument("--jemalloc-rounds", type=int, default=3, help="child processes per allocator")
+    p.add_argument("--jemalloc-rounds", type=int, default=3, help="child processes per allocator (0: skip)")
     p.add_argument("--skip-compile", action="store_true", help="do not try torch.compile (it costs minutes)")
     p.add_argument("--only-ours", action="store_true", help=argparse.SUPPRESS)  # jemalloc child mode
     args = p.parse_args()
-    if args.quick:
-        args.reps, args.lengths, args.jemalloc_rounds = 2, [30], 1
+    common.apply_quick(args, p, reps=2, lengths=[30], jemalloc_rounds=1)
     res = measure(args)
     if args.only_ours:
         return common.finish(args, res, f"ours: {res['ours_ms']}")

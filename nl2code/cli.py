@@ -36,6 +36,30 @@ class DefaultGroup(TyperGroup):
             args = ["generate", *args]
         return super().parse_args(ctx, args)
 
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Usage errors as one `nl2code: error:` line (exit 2) instead of click's block."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        # typer vendors click since 0.26; its exception classes live in typer._click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError as ClickUsage
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except ClickUsage as exc:
+            message = " ".join(exc.format_message().split())
+            sys.stderr.write(f"nl2code: error: {message} (see nl2code --help)\n")
+            sys.exit(2)
+        except ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("nl2code: error: interrupted\n")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     cls=DefaultGroup,
@@ -230,6 +254,8 @@ def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path]) -> 
     if not lines:
         raise UsageError("--batch got no intents on stdin")
     gen = load_generator(model)
+    if lang not in gen.languages:
+        raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(gen.languages)}")
     cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
     unanswered = 0
     for line in lines:
@@ -276,7 +302,7 @@ def data_build(
         for reason, count in sorted(stats["drops"].items(), key=lambda kv: -kv[1]):
             console.print(f"dropped {count:>7,}  {reason}", markup=False)
         for p in stats["problems"][:3]:
-            console.print(f"first problems: {p}", markup=False)
+            console.print(f"first problems: {p}", markup=False, soft_wrap=True)
         typer.echo(json.dumps({"train": stats["train"], "dev": stats["dev"], "out": str(out)}))
 
     run_guarded(body)

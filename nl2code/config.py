@@ -93,6 +93,10 @@ class DecodeConfig:
                 raise UsageError("temperature/top_k only apply to strategy 'sample'")
         if self.strategy == "sample" and self.temperature <= 0:
             raise UsageError("temperature must be > 0")
+        if self.top_k < 0:
+            raise UsageError("top_k must be >= 0 (0 = no limit)")
+        if self.strategy != "sample" and self.seed != default.seed:
+            raise UsageError("seed only applies to strategy 'sample'")
         return self
 
 

@@ -61,15 +61,15 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     lengths = torch.zeros(N, dtype=torch.long)
     cache = None
     out = []
-    for t in range(cfg.max_len + 1):
+    # max_len model steps, like beam search (a position past max_len may not exist in the
+    # model); a hypothesis without EOS by then is cut and marked unfinished below
+    for t in range(cfg.max_len):
         logits, cache = model.step(tokens[:, -1:], memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)
         logp[:, _NEVER] = NEG
         if t < cfg.min_len:
             logp[:, EOS] = NEG
-        if t == cfg.max_len:  # force an end: the hypothesis is cut, marked unfinished below
-            nxt = torch.full((N,), EOS, dtype=torch.long)
-        elif greedy:
+        if greedy:
             nxt = logp.argmax(-1)
         else:
             scaled = logp / cfg.temperature
@@ -92,8 +92,8 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
         hyps = []
         for j in range(b * n, (b + 1) * n):
             ids = seqs[j]
-            finished = EOS in ids and ids.index(EOS) < cfg.max_len
-            ids = ids[: ids.index(EOS)] if EOS in ids else ids
+            finished = EOS in ids
+            ids = ids[: ids.index(EOS)] if finished else ids
             ids = [i for i in ids if i != PAD]
             hyps.append(Hypothesis(ids, lps[j], lps[j] / max(lens[j], 1), finished))
         hyps.sort(key=lambda h: -h.score)
@@ -113,6 +113,7 @@ def _beam(model, src, src_mask, cfg: DecodeConfig):
     fin_lp = torch.full((B, K), NEG)
     fin_seqs = torch.full((B, K, L + 1), PAD, dtype=torch.long)
     base = (torch.arange(B) * K).unsqueeze(1)  # (B, 1)
+    done = torch.zeros(B, dtype=torch.bool)  # sticky: a done intent's finished list is final
     cache = None
     for t in range(L):
         logits, cache = model.step(seqs[:, -1:], memory, cache)
@@ -128,7 +129,10 @@ def _beam(model, src, src_mask, cfg: DecodeConfig):
         # finished candidates: merge into the (B, K) finished buffers
         length = float(t + 1)
         norm = top_s / _lp(length, V_alpha)
-        eos_norm = torch.where(is_eos & (top_s > NEG / 2), norm, torch.full_like(norm, NEG))
+        # intents already done take no more hypotheses, so an intent's result does not
+        # depend on how long the other intents of its batch keep the loop running
+        eos_ok = is_eos & (top_s > NEG / 2) & ~done.unsqueeze(1)
+        eos_norm = torch.where(eos_ok, norm, torch.full_like(norm, NEG))
         all_norm = torch.cat([fin_scores, eos_norm], dim=1)  # (B, 3K)
         keep_s, keep_i = all_norm.topk(K, dim=-1)
         src_rows = (base + beam_of).view(-1)  # rows of seqs the candidates extend
@@ -149,7 +153,7 @@ def _beam(model, src, src_mask, cfg: DecodeConfig):
         scores = new_s
         # done: K finished and no alive beam can beat the worst of them at this length
         best_alive = scores.max(dim=1).values / _lp(length, V_alpha)
-        done = (fin_scores[:, -1] > NEG / 2) & (fin_scores[:, -1] >= best_alive)
+        done = done | ((fin_scores[:, -1] > NEG / 2) & (fin_scores[:, -1] >= best_alive))
         if bool(done.all()):
             break
     # alive beams that never ended fill remaining slots, marked unfinished

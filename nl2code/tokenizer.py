@@ -40,7 +40,8 @@ class Tokenizer:
         try:
             self.sp.LoadFromSerializedProto(model_proto)
         except Exception as exc:  # sentencepiece raises RuntimeError/OSError variants
-            raise CheckpointError(f"tokenizer model is corrupted: {exc}") from None
+            detail = " ".join(str(exc).split())  # sentencepiece's text ends in a newline
+            raise CheckpointError(f"tokenizer model is corrupted: {detail}") from None
         self.vocab_size = self.sp.GetPieceSize()
         self.lang_ids = {lang: self.sp.PieceToId(tag) for lang, tag in zip(LANGUAGES, LANG_TAGS)}
         if any(i == UNK for i in self.lang_ids.values()):

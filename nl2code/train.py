@@ -17,7 +17,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from nl2code import checkpoint, slots
 from nl2code.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from nl2code.data.records import Example, read_jsonl
-from nl2code.errors import DataError, UsageError
-from nl2code.tokenizer import EOS, PAD, Tokenizer
+from nl2code.errors import CheckpointError, DataError, UsageError
+from nl2code.tokenizer import EOS, LANGUAGES, PAD, Tokenizer
 
 STATE = "train_state.pt"
 
@@ -166,7 +166,7 @@ def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int) -> float:
     items = [e for e in dev if e.source == first][:n]
     model.eval()
     hyps, refs = [], []
-    cfg = DecodeConfig(strategy="greedy", n_best=1, max_len=100)
+    cfg = DecodeConfig(strategy="greedy", n_best=1, max_len=min(100, model.cfg.max_len - 1))
     for c in range(0, len(items), 32):
         chunk = items[c : c + 32]
         src, mask, _, _ = collate(chunk)
@@ -217,14 +217,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
 
         model = build_model(model_cfg)
     model.train()
-    train_data = encode_examples(train_ex, tok, cfg)
-    dev_data = encode_examples(dev_ex, tok, cfg)
+    # the model has positions for max_len tokens: longer sources are cut, longer targets skipped
+    lengths = replace(cfg, max_src_len=min(cfg.max_src_len, model_cfg.max_len),
+                      max_tgt_len=min(cfg.max_tgt_len, model_cfg.max_len))
+    train_data = encode_examples(train_ex, tok, lengths)
+    dev_data = encode_examples(dev_ex, tok, lengths)
     if not train_data:
         raise DataError(f"{cfg.corpus}: no usable training examples")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad_evals": 0, "elapsed": 0.0, "tokens": 0}
     if resume:
-        saved = torch.load(out / "last" / STATE, weights_only=True)
+        try:  # weights_only: never unpickle arbitrary objects
+            saved = torch.load(out / "last" / STATE, weights_only=True)
+        except Exception as exc:
+            first = " ".join(str(exc).split())[:200]
+            raise CheckpointError(f"{out / 'last' / STATE} is not a valid training state: {first}") from None
         opt.load_state_dict(saved["optimizer"])
         state.update(saved["progress"])
         torch.set_rng_state(saved["rng_torch"])
@@ -243,7 +250,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
 
     old_handler = signal.signal(signal.SIGTERM, on_signal) if rank == 0 else None
 
-    meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data)}
+    # the engine reads "languages" to refuse a language the model never saw
+    languages = [lang for lang in LANGUAGES if any(e.example.lang == lang for e in train_data)]
+    meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data), "languages": languages}
 
     def save_last() -> None:
         if rank != 0:
@@ -264,7 +273,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     t0 = time.monotonic() - state["elapsed"]
     last_save = time.monotonic()
     tok_window, t_window = 0, time.monotonic()
-    finished = False
+    finished = state["step"] >= cfg.max_steps  # resuming a run that already ended
     while not finished:
         batches = epoch_batches(train_data, cfg, weights, state["epoch"])
         batches = batches[rank::world]
@@ -288,7 +297,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
             state["elapsed"] = time.monotonic() - t0
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
                 now = time.monotonic()
-                log({"event": "step", "step": state["step"], "epoch": state["epoch"], "loss": float(loss),
+                log({"event": "step", "step": state["step"], "epoch": state["epoch"], "loss": loss.item(),
                      "lr": lr_at(state["step"], cfg), "tok_per_s": tok_window / max(now - t_window, 1e-9),
                      "elapsed": state["elapsed"]})
                 tok_window, t_window = 0, now
@@ -321,6 +330,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
                 if old_handler is not None:
                     signal.signal(signal.SIGTERM, old_handler)
                 raise SystemExit(128 + stop["signal"])
+            if world > 1:  # stop together: a rank that stopped alone would leave the others
+                flag = torch.tensor([float(bool(last_step))])  # waiting in all-reduce forever
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                last_step = bool(flag.item())
             if last_step:
                 finished = True
                 break

@@ -4,7 +4,7 @@ Most tests drive the Typer app in-process with CliRunner on the session's tiny m
 memorises the toy corpus in conftest.py). Tests that need a candidate the tiny model would
 never produce (destructive bash, nothing that parses) script the decoder, so the rest of
 the engine (slots, syntax check, danger flag, rerank) still runs for real. A few tests run
-the real console script in a subprocess: the pipe and the import-time promise.
+the real CLI in a subprocess: the pipe, and that --help/--version never import torch.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run(tiny_model):
 @pytest.fixture
 def tty(monkeypatch):
     """Make CliRunner's stdin, stdout and stderr report a terminal."""
-    monkeypatch.setattr(typer.testing._NamedTextIOWrapper, "isatty", lambda self: True, raising=False)
+    monkeypatch.setattr(typer.testing._NamedTextIOWrapper, "isatty", lambda self: True)
 
 
 @pytest.fixture
@@ -71,6 +71,7 @@ def scripted(monkeypatch, tiny_model):
             out = []
             for row in src.tolist():
                 intent = tok.decode(row[1:])  # row[0] is the language tag
+                assert all(tok.decode(tok.encode(c)) == c for c in codes_for(intent))
                 out.append([Hypothesis(tok.encode(c), -0.1 * (i + 1), -0.1 * (i + 1), True)
                             for i, c in enumerate(codes_for(intent))])
             return out
@@ -341,7 +342,7 @@ def test_no_color_means_no_escape_codes(run, tty, args):
 
 
 def test_piped_output_has_no_escape_codes(run):
-    result = run("--explain", "-n", "2", SORT)
+    result = run("--explain", "-n", "2", SORT, env={"FORCE_COLOR": None, "TERM": "xterm-256color"})
     assert not ANSI.search(result.stdout) and not ANSI.search(result.stderr)
 
 
@@ -531,6 +532,49 @@ def test_data_build_errors(tmp_path, recipe_text, match):
 
 def test_train_without_corpus_is_a_usage_error():
     one_line_error(CliRunner().invoke(app, ["train"]), match="no corpus")
+
+
+# --- promises in SECURITY.md -----------------------------------------------------------------
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any use of Python's socket API fails the command (it surfaces as an internal error)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    for name in ("connect", "connect_ex", "bind", "sendto", "sendall"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    for name in ("getaddrinfo", "create_connection", "gethostbyname"):
+        monkeypatch.setattr(socket, name, refuse)
+
+
+def test_commands_make_no_network_calls(run, tiny_model, conala_files, no_network):
+    test, _ = conala_files
+    for args, stdin in [([SORT], None), (["--json", "--explain", "-l", "bash", LS], None),
+                        (["--batch"], f"{SORT}\n{LS}\n"),
+                        (["model", "info", "-m", str(tiny_model)], None),
+                        (["eval", str(test), "-m", str(tiny_model)], None)]:
+        result = run(*args, input=stdin, model=args[0] not in ("model", "eval"))
+        assert result.exit_code == 0, (args, result.stderr)
+
+
+def test_generated_code_is_never_executed(run, scripted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    python = ["__import__('pathlib').Path('PWNED').touch()", "open('PWNED', 'w')"]
+    bash = ["touch PWNED", "echo x > PWNED"]
+    for codes, args, stdin in [
+        (python, ["-n", "2", "make a file"], None),
+        (python, ["--json", "--explain", "-n", "2", "make a file"], None),
+        (bash, ["-l", "bash", "-n", "2", "make a file"], None),
+        (bash, ["--batch", "-l", "bash"], "make a file\n"),
+    ]:
+        scripted(codes)
+        result = run(*args, input=stdin)
+        assert result.exit_code == 0, result.stderr
+        assert "PWNED" in result.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the real console script ---------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,14 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from nl2code.rerank import Candidate
 from nl2code.syntax import check
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("nl2code_lsp") is None:  # not pip-installed: use the checkout's
     sys.path.insert(0, str(ROOT / "lsp"))
 
+from nl2code_lsp.host import ModelHost
 from nl2code_lsp.settings import Settings, merge, section_of
 from nl2code_lsp.text import (
     LANGUAGES, comment_text, completion_target, indent_block, language_for, lines_around, selection_target,
@@ -91,6 +94,14 @@ def apply(text: str, rng: types.Range, new: str) -> str:
     return text[:start] + new + text[end:]
 
 
+async def until(predicate, timeout: float = 10) -> None:
+    """Wait for something the server sends on its own (a log message, a progress end)."""
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(poll(), timeout)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=CLIENTS)
 async def lsp(request, tiny_model, tmp_path_factory):
     client = await start(tmp_path_factory.mktemp("home"), request.param, settings_for(tiny_model))
@@ -125,11 +136,50 @@ def test_text_helpers():
 
 
 def test_settings_merge():
-    s, warnings = merge(Settings(), {"n": 2, "beam": 0, "enabledLanguages": ["shellscript"], "colour": "red"})
+    s, warnings = merge(Settings(), {"n": 2, "beam": 0, "enabledLanguages": ["shellscript"], "colour": "red",
+                                      "serverPath": "nl2code-lsp", "trace": {"server": "off"}})
     assert (s.n, s.beam, s.enabled_languages) == (2, Settings().beam, ("bash",))
     assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert section_of({"nl2code": {"n": 1}}) == {"n": 1} and section_of(None) is None
     assert s.decode_config().validate().beam_size == 5
+
+
+class BlockingGenerator:
+    """Stands in for nl2code's Generator: each call blocks until the test releases it."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, intent, lang, n, config):
+        self.calls.append(intent)
+        self.started.set()
+        self.release.wait(10)
+        return [Candidate(intent.upper(), lang, 1.0, -1.0, True)]
+
+
+@aio
+async def test_host_supersedes_cancels_and_caches():
+    host, gen, s = ModelHost(), BlockingGenerator(), Settings()
+    first = asyncio.ensure_future(host.generate(gen, "a", "python", s, supersede=("doc", "completion")))
+    assert await asyncio.to_thread(gen.started.wait, 10)  # "a" is running, the thread is busy
+    queued = asyncio.ensure_future(host.generate(gen, "b", "python", s, supersede=("doc", "inline")))
+    await asyncio.sleep(0)
+    queued.cancel()  # $/cancelRequest while queued: "b" must never run
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    newer = asyncio.ensure_future(host.generate(gen, "c", "python", s, supersede=("doc", "completion")))
+    assert await first == []  # superseded: answered at once, without waiting for "a"
+    gen.release.set()
+    assert [c.code for c in await newer] == ["C"]
+    assert gen.calls == ["a", "c"]
+    assert (await host.generate(gen, "c", "python", s))[0].code == "C" and gen.calls == ["a", "c"]  # cached
+    gen.release.clear()
+    assert await host.generate(gen, "d", "python", s, timeout=0.05) is None  # over budget
+    gen.release.set()
+    await until(lambda: host.cached("d", "python", s) is not None)
+    host.shutdown()
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -275,48 +325,38 @@ async def test_newer_request_supersedes_and_cancel_is_honoured(lsp: LanguageClie
 
 
 @aio
-async def test_request_waits_for_model_and_reports_progress(fresh: LanguageClient):
-    """Sent right after `initialized`, long before the model is loaded."""
+async def test_early_requests_wait_for_the_model_and_can_be_cancelled(fresh: LanguageClient):
+    """Sent right after `initialized`, long before the model has loaded."""
     uri = open_doc(fresh, f"# {SORT}\n")
-    result = await complete(fresh, uri, 0, 99)
+    params = types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(0, len(SORT) + 2))
+    cancelled = asyncio.ensure_future(
+        fresh.protocol.send_request_async(types.TEXT_DOCUMENT_COMPLETION, params, msg_id="early"))
+    waiting = asyncio.ensure_future(fresh.text_document_completion_async(params))
+    await asyncio.sleep(0)  # both requests are on their way
+    fresh.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="early"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await cancelled
+    result = await waiting
     assert result.items[0].text_edit.new_text == "\nxs.sort(reverse=True)"
     (reports,) = fresh.progress_reports.values()
     assert isinstance(reports[0], types.WorkDoneProgressBegin)
-    await asyncio.wait_for(_until(lambda: isinstance(reports[-1], types.WorkDoneProgressEnd)), 10)
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.05)
-
-
-@aio
-async def test_cancel_while_waiting_for_model(fresh: LanguageClient):
-    uri = open_doc(fresh, f"# {SORT}\n")
-    waiting = asyncio.ensure_future(fresh.protocol.send_request_async(
-        types.TEXT_DOCUMENT_COMPLETION,
-        types.CompletionParams(types.TextDocumentIdentifier(uri), types.Position(0, 99)), msg_id="early"))
-    await asyncio.sleep(0.2)  # the model takes seconds to load
-    fresh.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="early"))
-    with pytest.raises(JsonRpcRequestCancelled):
-        await waiting
-    assert (await complete(fresh, uri, 0, 99)).items
+    await until(lambda: isinstance(reports[-1], types.WorkDoneProgressEnd))
 
 
 @aio
 async def test_configuration_change(fresh: LanguageClient):
     uri = open_doc(fresh, f"# {LS}\n", "shellscript")
-    assert len((await complete(fresh, uri, 0, 99)).items) > 1
+    assert len((await complete(fresh, uri, 0, len(LS) + 2)).items) > 1
     fresh.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"nl2code": {"n": 1}}))
-    assert len((await complete(fresh, uri, 0, 99)).items) == 1
+    assert len((await complete(fresh, uri, 0, len(LS) + 2)).items) == 1
     # pull model: settings null, the server asks for workspace/configuration
     fresh.set_configuration({"n": 2, "beam": 3, "bogus": 1}, section="nl2code")
     fresh.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
-    await asyncio.wait_for(_until(lambda: any("bogus" in m.message for m in fresh.log_messages)), 10)
-    assert len((await complete(fresh, uri, 0, 99)).items) == 2
+    await until(lambda: any("bogus" in m.message for m in fresh.log_messages))
+    assert len((await complete(fresh, uri, 0, len(LS) + 2)).items) == 2
     fresh.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"nl2code": {"enabledLanguages": ["python"]}}))
-    assert (await complete(fresh, uri, 0, 99)).items == ()
+    assert (await complete(fresh, uri, 0, len(LS) + 2)).items == ()
 
 
 @aio
@@ -327,17 +367,13 @@ async def test_broken_model_is_an_error_response_not_a_dead_server(tiny_model, t
     try:
         uri = open_doc(lsp, f"# {SORT}\n")
         with pytest.raises(JsonRpcException) as err:
-            await complete(lsp, uri, 0, 99)
+            await complete(lsp, uri, 0, len(SORT) + 2)
         assert err.value.code == types.LSPErrorCodes.RequestFailed
         assert str(broken) in err.value.message and "\n" not in err.value.message
-        await asyncio.wait_for(_until(lambda: fresh_errors(lsp)), 10)
+        await until(lambda: any(m.type == types.MessageType.Error for m in lsp.messages))
         # fixing the setting brings it back
         lsp.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"nl2code": {"modelPath": str(tiny_model)}}))
-        assert (await complete(lsp, uri, 0, 99)).items
+        assert (await complete(lsp, uri, 0, len(SORT) + 2)).items
     finally:
         await stop(lsp)
-
-
-def fresh_errors(lsp: LanguageClient) -> bool:
-    return any(m.type == types.MessageType.Error for m in lsp.messages)

@@ -97,11 +97,14 @@ class ModelHost:
     def _load(path: str | None):
         from nl2code.engine import Generator
 
-        where = path or "the default model (NL2CODE_MODEL or the bundled one)"
         try:
             gen = Generator.from_checkpoint(path)
         except Exception as exc:  # a bad folder, missing weights, a torch error: all one line
-            raise ModelLoadError(f"nl2code: cannot load the model at {where}: {_one_line(exc)}") from exc
+            reason = _one_line(exc)
+            where = path or "the default model (NL2CODE_MODEL or the bundled one)"
+            if path and path in reason:
+                raise ModelLoadError(f"nl2code: cannot load the model: {reason}") from exc
+            raise ModelLoadError(f"nl2code: cannot load the model at {where}: {reason}") from exc
         try:  # the first call pays for lazy imports and allocations; pay it here
             gen.generate(WARMUP_INTENT, gen.languages[0], n=1)
         except Exception:
@@ -109,15 +112,11 @@ class ModelHost:
         log.info("model loaded from %s", gen.path)
         return gen
 
-    async def generator(self, settings: Settings, timeout: float):
-        """The loaded Generator, waiting up to timeout seconds; None if still loading.
-
-        Raises ModelLoadError when loading failed.
-        """
+    async def generator(self, timeout: float):
+        """The Generator last asked for with load(), waiting up to timeout seconds for it;
+        None if it is still loading. Raises ModelLoadError when loading failed."""
         fut = self._loading
-        if fut is None or self.model_path(settings) != self._loading_path:
-            self.load(settings)
-            fut = self._loading
+        assert fut is not None, "load() first"
         try:
             # shield: a timeout or a cancelled request must not cancel the shared load
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), timeout)

@@ -28,6 +28,7 @@ from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
 from nl2code.syntax import canonical_lang
 
@@ -105,10 +106,9 @@ class Nl2CodeServer(LanguageServer):
 
     async def model(self):
         """The Generator, or None if it is still loading after MODEL_WAIT_S."""
-        if not self.started:
-            self.start_loading()
+        self.start_loading()  # a no-op unless nothing, or another model, was loaded
         try:
-            return await self.host.generator(self.settings, MODEL_WAIT_S)
+            return await self.host.generator(MODEL_WAIT_S)
         except ModelLoadError as exc:
             raise JsonRpcException(str(exc), code=types.LSPErrorCodes.RequestFailed) from None
 
@@ -194,7 +194,7 @@ async def on_code_action(ls: Nl2CodeServer, params: types.CodeActionParams) -> l
     target = selection_target(doc.source, start.line, last, spec)
     if target is None:
         return []
-    data = {"uri": doc.uri, "start": start.line, "end": last, "lang": spec.name}
+    data = {"uri": doc.uri, "start": start.line, "end": last}
     action = types.CodeAction(title=ACTION_TITLE, kind=ACTION_KIND, data=data)
     if "edit" in (get_capability(ls.client_capabilities, "text_document.code_action.resolve_support.properties", [])
                   or []):
@@ -242,8 +242,6 @@ async def cmd_generate(ls: Nl2CodeServer, *args) -> list[dict]:
         if gen is None:
             raise JsonRpcException("nl2code: the model is still loading; try again",
                                    code=types.LSPErrorCodes.RequestFailed)
-        from nl2code.engine import clean_intent
-
         cands = await ls.host.generate(gen, clean_intent(intent), lang, settings)
     except UsageError as exc:
         raise JsonRpcInvalidParams(str(exc)) from None
@@ -293,18 +291,6 @@ def build_server(model: str | None = None) -> Nl2CodeServer:
     return ls
 
 
-def run(model: str | None = None, tcp: str | None = None) -> None:
-    """Serve on stdio, or on tcp ("HOST:PORT") for debugging. Blocks until the client exits."""
-    server = build_server(model)
-    if tcp:
-        host, _, port = tcp.rpartition(":")
-        if not port.isdigit():
-            raise UsageError(f"--tcp wants HOST:PORT, got {tcp!r}")
-        server.start_tcp(host or "127.0.0.1", int(port))
-    else:
-        server.start_io()
-
-
 class _QuietExpectedErrors(logging.Filter):
     """pygls logs a traceback with every error response; ours are deliberate (bad command
     arguments, a model that did not load), so one line is enough."""
@@ -317,6 +303,31 @@ class _QuietExpectedErrors(logging.Filter):
         return True
 
 
+def _setup_logging(level: str) -> None:
+    """Logs go to stderr (stdout carries the protocol)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("nl2code-lsp %(levelname)s %(message)s"))
+    handler.addFilter(_QuietExpectedErrors())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARNING") -> None:
+    """Serve on stdio, or on tcp ("HOST:PORT") for debugging. Blocks until the client exits."""
+    host, port = None, None
+    if tcp:
+        host, _, port = tcp.rpartition(":")
+        if not port.isdigit():
+            raise UsageError(f"--tcp wants HOST:PORT, got {tcp!r}")
+    _setup_logging(log_level)
+    server = build_server(model)
+    if tcp:
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nl2code-lsp", description="nl2code language server (stdio by default).")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (for debugging)")
@@ -326,11 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="log level for stderr (default WARNING)")
     parser.add_argument("--version", action="version", version=f"nl2code-lsp {__version__}")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="nl2code-lsp %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietExpectedErrors())
     try:
-        run(args.model, args.tcp)
+        run(args.model, args.tcp, args.log_level)
     except UsageError as exc:
         print(f"nl2code-lsp: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -70,6 +70,9 @@ _KEYS = {
     "enabledLanguages": ("enabled_languages", _languages),
 }
 
+# keys of the "nl2code" section that belong to an editor client, not to the server
+CLIENT_ONLY = {"serverPath", "serverArgs", "trace"}
+
 
 def section_of(raw: Any) -> dict[str, Any] | None:
     """The "nl2code" settings inside what a client sent: {"nl2code": {...}} or {...} itself."""
@@ -90,6 +93,8 @@ def merge(current: Settings, raw: dict[str, Any]) -> tuple[Settings, list[str]]:
     warnings: list[str] = []
     defaults = Settings()
     for key, value in raw.items():
+        if key in CLIENT_ONLY:
+            continue
         if key not in _KEYS:
             warnings.append(f"nl2code: unknown setting {SECTION}.{key} ignored")
             continue

@@ -25,6 +25,8 @@ from nl2code.errors import DataError
 from nl2code.paths import data_root
 
 KINDS = ("conala", "jsonl", "nl2bash", "django", "mine")
+_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard"}
+_GUARD_KEYS = {"kind", "path", "optional"}
 
 
 @dataclass
@@ -68,6 +70,13 @@ def load_recipe(path: str | Path) -> Recipe:
         raise DataError(f"recipe not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"recipe {path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - _RECIPE_KEYS
+    if unknown:
+        raise DataError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_RECIPE_KEYS)}")
+    for i, entry in enumerate(raw.get("leak_guard", [])):
+        bad = set(entry) - _GUARD_KEYS if isinstance(entry, dict) else {"(not a table)"}
+        if bad:
+            raise DataError(f"{path}: leak_guard[{i}] has unknown key(s) {sorted(bad)}")
     root_text = raw.get("data_root", "")
     root = _expand(root_text, path.parent) if root_text and "$" not in root_text else None
     if root_text.startswith("$") and not os.environ.get(root_text.strip("${}")):
@@ -113,6 +122,10 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
         examples, versions = mine(src.roots, tuple(src.miners), src.cap, report)
         src.__dict__["versions"] = versions
         return examples
+    if which == "dev" and not src.dev_path and src.kind != "django":
+        if not src.dev_first:
+            return []  # no dev split: do not read (and report on) the file a second time
+        report = Report()  # the train pass already reported this file's malformed input
     key = "dev_path" if which == "dev" and src.dev_path else "path"
     path = _source_path(recipe, src, key)
     if src.kind == "conala":
