@@ -148,3 +148,12 @@ def load_model(path: str | Path, verify_hashes: bool = True):
         raise CheckpointError(f"{path / WEIGHTS} does not fit its config: {first}") from None
     model.eval()
     return model, cfg, tok, meta
+
+
+def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any]) -> None:
+    """Copy a verified model folder to dst with extra metadata (for shipping a model).
+
+    Only the inference files travel (weights, config, tokenizer); training state stays.
+    """
+    model, cfg, tok, meta = load_model(src)
+    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update})

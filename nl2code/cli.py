@@ -456,6 +456,37 @@ def model_info(
     run_guarded(body)
 
 
+@model_app.command("package")
+def model_package(
+    src: Path = typer.Argument(..., help="A trained model folder (e.g. runs/model/best)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Destination folder (e.g. nl2code/assets/default)."),
+    meta: list[str] = typer.Option([], "--meta", help="KEY=JSON metadata to record (repeatable)."),
+    meta_file: list[Path] = typer.Option([], "--meta-file", help="KEY=FILE.json metadata (repeatable)."),
+):
+    """Copy a model for shipping, without training state, adding metadata (dev scores ...)."""
+
+    def body():
+        from nl2code import checkpoint
+
+        update = {}
+        for item in meta:
+            key, _, value = item.partition("=")
+            try:
+                update[key] = json.loads(value)
+            except json.JSONDecodeError:
+                update[key] = value
+        for item in meta_file:
+            key, _, value = str(item).partition("=")
+            try:
+                update[key] = json.loads(Path(value).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise UsageError(f"--meta-file {item}: {exc}") from None
+        checkpoint.package(src, out, update)
+        typer.echo(str(out))
+
+    run_guarded(body)
+
+
 # --- lsp ------------------------------------------------------------------------------------
 
 @app.command("lsp")
