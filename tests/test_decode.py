@@ -60,7 +60,7 @@ def test_memorised_greedy(loaded):
     assert tok.decode(h[0].ids) == "var_0.sort(reverse=True)"
 
 
-@pytest.mark.parametrize("intent,lang", CASES)
+@pytest.mark.parametrize("intent,lang", [(i, lang) for i, _, lang in TOY])
 def test_beam_size_1_equals_greedy(loaded, intent, lang):
     model, tok = loaded
     src, mask = batch_src(tok, [intent], [lang])
@@ -93,7 +93,7 @@ def test_nbest_sorted_and_scores_consistent(loaded, alpha):
 
 def test_beam_not_worse_than_greedy(loaded):
     model, tok = loaded
-    for intent, lang in CASES:
+    for intent, _, lang in TOY:
         src, mask = batch_src(tok, [intent], [lang])
         g = decode(model, src, mask, DecodeConfig(strategy="greedy", n_best=1))[0][0]
         b = decode(model, src, mask, DecodeConfig(strategy="beam", beam_size=5, n_best=5))[0][0]
@@ -277,6 +277,21 @@ def test_beam_matches_brute_force(alpha):
             assert h.finished
             assert h.score == pytest.approx(score, abs=1e-4)
             assert h.logprob == pytest.approx(lp, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_beam_size_1_equals_greedy_when_eos_only_at_end(seed):
+    """With no early EOS candidates, a beam of one is greedy search by construction."""
+    model = TableModel(4, end=5, seed=seed)
+    model.table[:, :5, :, :, EOS] -= 80.0
+    src = torch.arange(4).unsqueeze(1)
+    ones = torch.ones_like(src, dtype=torch.bool)
+    g = decode(model, src, ones, DecodeConfig(strategy="greedy", n_best=1))
+    b = decode(model, src, ones, DecodeConfig(strategy="beam", beam_size=1, n_best=1))
+    for gh, bh in zip(g, b):
+        assert len(gh[0].ids) == 5 and gh[0].finished
+        assert bh[0].ids == gh[0].ids
+        assert bh[0].logprob == pytest.approx(gh[0].logprob, abs=1e-4)
 
 
 def test_greedy_matches_brute_force_path():

@@ -145,7 +145,7 @@ identifiers = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filte
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     names=st.lists(identifiers, min_size=1, max_size=6, unique=True),
     extra=st.lists(identifiers, max_size=4),

@@ -37,7 +37,7 @@ _emoji = st.sampled_from(["😀", "🐍", "👩‍💻", "世界", "é", "e\u030
 code_like = st.lists(st.one_of(_code_chars, _any_char, _indent, _emoji), max_size=60).map("".join)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(code_like)
 def test_round_trip_property(tok, text):
     assert tok.decode(tok.encode(text)) == text
