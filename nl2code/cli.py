@@ -275,6 +275,16 @@ def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path]) -> 
         raise typer.Exit(1)
 
 
+def _emit_report(report: dict, as_json: bool) -> None:
+    """A flat report on stdout: one JSON object, or aligned `key value` lines."""
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    width = max(len(k) for k in report) + 2
+    for k, v in report.items():
+        typer.echo(f"{k:{width}}{json.dumps(v) if isinstance(v, (dict, list)) else v}")
+
+
 # --- data ---------------------------------------------------------------------------------
 
 @data_app.command("build")
@@ -410,11 +420,7 @@ def eval_cmd(
         else:
             raise UsageError(f"unknown baseline {baseline!r}: use copy or nearest")
         report = {"dataset": str(dataset), "system": name, **evaluate.summarise(rows, lang_c)}
-        if as_json:
-            typer.echo(json.dumps(report))
-        else:
-            for k, v in report.items():
-                typer.echo(f"{k:30} {v}")
+        _emit_report(report, as_json)
 
     run_guarded(body)
 
@@ -447,11 +453,7 @@ def model_info(
             **{k: meta[k] for k in ("languages", "corpus", "corpus_size", "training_minutes", "step",
                                     "dev_scores", "dev_bleu") if k in meta},
         }
-        if as_json:
-            typer.echo(json.dumps(info, indent=2))
-        else:
-            for k, v in info.items():
-                typer.echo(f"{k:16} {v if not isinstance(v, dict) else json.dumps(v)}")
+        _emit_report(info, as_json)
 
     run_guarded(body)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from nl2code import metrics, syntax
 from nl2code.data import readers
 from nl2code.data.records import Example, Report
-from nl2code.errors import DataError, NoParseableCandidate, UsageError
+from nl2code.errors import DataError, UsageError
 
 
 def load_dataset(path: str | Path, fmt: str = "auto", first: int = 0, skip: int = 0) -> list[Example]:
@@ -102,10 +102,8 @@ def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
     rows = []
     for ex in data:
         t = time.perf_counter()
-        try:
-            cands = gen.generate(ex.intent, lang, n=beam, config=cfg, keep_unparsed=True)
-        except NoParseableCandidate:
-            cands = []
+        cands = gen.generate_batch([ex.intent], lang, n=beam, config=cfg, keep_unparsed=True,
+                                   raise_empty=False)[0]
         ms = (time.perf_counter() - t) * 1000
         parsing = [c for c in cands if c.parses]
         by_model = sorted(cands, key=lambda c: -c.features["norm_logprob"])
