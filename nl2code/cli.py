@@ -451,7 +451,7 @@ def model_info(
             "size_bytes": size,
             "sha256": manifest["files"],
             **{k: meta[k] for k in ("languages", "corpus", "corpus_size", "training_minutes", "step",
-                                    "dev_scores", "dev_bleu") if k in meta},
+                                    "dev_bleu", "conala_dev", "nl2bash_dev") if k in meta},
         }
         _emit_report(info, as_json)
 

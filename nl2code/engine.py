@@ -20,6 +20,7 @@ from nl2code import slots
 from nl2code.config import DecodeConfig
 from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.paths import default_model_path
+from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
 from nl2code.syntax import canonical_lang
 
@@ -113,10 +114,16 @@ class Generator:
                 seen.add(code)
                 f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, code, lang)
                 f["finished"] = h.finished
+                f["repaired"] = False
                 if not h.finished:
                     f["parses"] = False  # cut at max_len: never offer truncated code
                 cands.append(Candidate(code, lang, score(f, self.rerank_cfg), h.logprob, f["parses"], f, f["danger"]))
-            ranked = rerank(cands, keep_unparsed=keep_unparsed)[:n]
+                if h.finished and not f["parses"] and lang == "python":
+                    cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
+            # n parsing candidates, best first; with keep_unparsed the rest follow them
+            ranked = rerank(cands)[:n]
+            if keep_unparsed:
+                ranked += [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
             if raise_empty and not any(c.parses for c in ranked):
                 raise NoParseableCandidate(
                     f"no parseable {lang} candidate among {len(cands)} for this intent; "
@@ -124,6 +131,19 @@ class Generator:
                 ) if len(intents) == 1 else NoParseableCandidate("no parseable candidate")
             results.append(ranked)
         return results
+
+    def _repairs(self, code, canon_code, h, wanted, lang, seen) -> list[Candidate]:
+        """Bracket-balanced variants of a near-miss that parse, marked as repaired."""
+        out = []
+        for variant in bracket_variants(code):
+            if variant in seen:
+                continue
+            seen.add(variant)
+            f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, variant, lang)
+            f["finished"], f["repaired"] = True, True
+            if f["parses"]:
+                out.append(Candidate(variant, lang, score(f, self.rerank_cfg), h.logprob, True, f, f["danger"]))
+        return out
 
     def info(self) -> dict[str, Any]:
         c = self.model_cfg

@@ -106,7 +106,8 @@ def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
                                    raise_empty=False)[0]
         ms = (time.perf_counter() - t) * 1000
         parsing = [c for c in cands if c.parses]
-        by_model = sorted(cands, key=lambda c: -c.features["norm_logprob"])
+        by_model = sorted((c for c in cands if not c.features.get("repaired")),
+                          key=lambda c: -c.features["norm_logprob"])
         plain = by_model[0] if by_model else None
         rows.append(Row(ex.intent, ex.code, parsing[0].code if parsing else None,
                         plain.code if plain else "", bool(plain and plain.parses), ms))

@@ -19,6 +19,7 @@ class RerankConfig:
     w_coverage: float = 1.0  # fraction of intent placeholders the code uses
     w_invented: float = 2.0  # per placeholder the intent does not have
     w_length: float = 0.0  # log(1 + tokens); >0 favours longer code
+    w_repaired: float = 0.5  # penalty for a candidate whose brackets nl2code balanced
     danger_penalty: float = 100.0
 
 
@@ -58,7 +59,8 @@ def features(canon_code: str, n_tokens: int, logprob: float, norm_score: float,
 
 def score(f: dict[str, Any], cfg: RerankConfig) -> float:
     s = (cfg.w_logprob * f["norm_logprob"] + cfg.w_coverage * f["coverage"]
-         - cfg.w_invented * f["invented"] + cfg.w_length * f["log_length"])
+         - cfg.w_invented * f["invented"] + cfg.w_length * f["log_length"]
+         - cfg.w_repaired * f.get("repaired", False))
     if f["danger"]:
         s -= cfg.danger_penalty
     return s

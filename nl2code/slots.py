@@ -11,7 +11,9 @@ Placeholders are plain identifiers, so code that contains them still parses.
 
 from __future__ import annotations
 
+import ast
 import re
+import warnings
 from dataclasses import dataclass
 
 MAX_SLOTS = 10
@@ -136,9 +138,10 @@ def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
     """Put slot values back in place of their placeholders.
 
     The model quotes a placeholder itself when the slot is used as a string. One repair:
-    a Python str slot whose value is not a name or number (`a.csv`), emitted bare outside
-    any string, is quoted, since bare it would be wrong code. (In shell a bare `a.csv` is
-    the normal way to write a file name, so bash is left alone.)
+    a Python slot emitted bare outside any string is quoted when bare it would be wrong
+    code: a str slot that is not a name or number (`a.csv`), or a backticked value that is
+    not a Python expression (`%B %d, %Y`). (In shell a bare `a.csv` is the normal way to
+    write a file name, so bash is left alone.)
     """
     table = {s.placeholder: s for s in slots}
     pieces: list[str] = []
@@ -149,18 +152,30 @@ def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
             continue
         pieces.append(code[last : m.start()])
         value = slot.value
-        if (
-            lang == "python"
-            and slot.kind == "str"
-            and not (value.isidentifier() or re.fullmatch(r"-?\d+(\.\d+)?", value))
-            and not _inside_string(code, m.start())
-        ):
+        if lang == "python" and _needs_quotes(slot) and not _inside_string(code, m.start()):
             q = '"' if (slot.quote or "'") in value else (slot.quote or "'")
             value = f"{q}{value}{q}"
         pieces.append(value)
         last = m.end()
     pieces.append(code[last:])
     return "".join(pieces)
+
+
+def _is_expression(value: str) -> bool:
+    try:
+        with warnings.catch_warnings():  # `"\d"`-style values warn on invalid escapes
+            warnings.simplefilter("ignore")
+            compile(value, "<slot>", "eval", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def _needs_quotes(slot: Slot) -> bool:
+    value = slot.value
+    if slot.kind == "str":
+        return not (value.isidentifier() or re.fullmatch(r"-?\d+(\.\d+)?", value))
+    return not _is_expression(value)
 
 
 def placeholders_in(text: str) -> set[str]:

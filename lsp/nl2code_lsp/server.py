@@ -25,8 +25,11 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import (
+    JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcServerNotInitialized,
+)
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 
 from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
@@ -45,9 +48,50 @@ ACTION_KIND = types.CodeActionKind.RefactorRewrite
 COMMAND = "nl2code.generate"
 
 
+class _InvalidRequest:
+    """A request whose params did not fit its method: answered with the error, not run."""
+
+    def __init__(self, msg_id, error: JsonRpcException):
+        self.id, self.error = msg_id, error
+
+
+class Nl2CodeProtocol(LanguageServerProtocol):
+    """pygls's protocol with two gaps closed (both left a client waiting forever):
+
+    - a request before `initialize` ran its handler, which failed for want of a workspace;
+      the LSP spec wants ServerNotInitialized (-32002) and other notifications than `exit`
+      dropped;
+    - a request whose params do not fit its method got no response at all (pygls raises
+      while parsing the frame); JSON-RPC wants an error response for every request, and
+      params may be omitted (an unknown method without params is MethodNotFound).
+    """
+
+    def structure_message(self, data):
+        if isinstance(data, dict) and "jsonrpc" in data and "method" in data:
+            data.setdefault("params", None)  # pygls's fallback message types require the key
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "method" in data and data.get("id") is not None:
+                return _InvalidRequest(data["id"], exc)
+            raise
+
+    def handle_message(self, message) -> None:
+        if isinstance(message, _InvalidRequest):
+            self._send_response(message.id, None, message.error.to_response_error())
+            return
+        method = getattr(message, "method", None)
+        if self._workspace is None and method is not None and method not in (types.INITIALIZE, types.EXIT):
+            if getattr(message, "id", None) is not None:
+                error = JsonRpcServerNotInitialized(f"{method}: the server has not been initialized")
+                self._send_response(message.id, None, error.to_response_error())
+            return
+        super().handle_message(message)
+
+
 class Nl2CodeServer(LanguageServer):
     def __init__(self, model: str | None = None):
-        super().__init__("nl2code-lsp", __version__)
+        super().__init__("nl2code-lsp", __version__, protocol_cls=Nl2CodeProtocol)
         self.settings = Settings()
         self.host = ModelHost(model)
         self.started = False  # set once `initialized` arrived and loading began
@@ -313,6 +357,38 @@ def _setup_logging(level: str) -> None:
     root.setLevel(level)
 
 
+class _ResyncingStdin:
+    """stdin for pygls's reader loop, which is not robust to a wrong Content-Length:
+
+    - it recognises a header only at the start of a line, so after a body that was shorter
+      or longer than announced the leftover bytes and the next header share a line and every
+      later message is lost: such a line is cut to start at its header;
+    - it reads a body with one read(n), which allocates n bytes up front, so an absurd
+      Content-Length killed the server with MemoryError: the body is read in chunks.
+    """
+
+    HEADER = b"Content-Length: "
+    CHUNK = 1 << 20
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def readline(self) -> bytes:
+        line = self.raw.readline()
+        at = line.rfind(self.HEADER)
+        return line[at:] if at > 0 else line
+
+    def read(self, n: int) -> bytes:
+        chunks = []
+        while n > 0:
+            chunk = self.raw.read(min(n, self.CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+
 def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARNING") -> None:
     """Serve on stdio, or on tcp ("HOST:PORT") for debugging. Blocks until the client exits."""
     host, port = None, None
@@ -325,7 +401,7 @@ def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARN
     if tcp:
         server.start_tcp(host or "127.0.0.1", int(port))
     else:
-        server.start_io()
+        server.start_io(stdin=_ResyncingStdin(sys.stdin.buffer))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,14 +1,17 @@
 """Readers: one function per corpus format, each yielding Examples and reporting drops.
 
 Malformed input (bad JSON, undecodable bytes, unpaired files) is reported with file and
-line and skipped; a missing file is a DataError naming the path.
+line and skipped; a missing file, or a path that is not a regular file, is a DataError
+naming the path.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +24,29 @@ from nl2code.tokenizer import LANGUAGES
 MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
 
 
-def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
-    """Yield (line number, text) with None for lines that are undecodable or too long."""
+def _open(path: Path):
+    """A regular file opened for reading, else a DataError naming the path.
+
+    Opened non-blocking and checked with fstat: a FIFO named as a corpus file would block
+    open() (and every read) until something wrote to it, and a folder or a device is not a
+    corpus either.
+    """
     try:
-        fh = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise DataError(f"file not found: {path}") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"cannot read {path}: not a regular file (a folder, FIFO or device?)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
+    """Yield (line number, text) with None for lines that are undecodable or too long."""
+    with _open(path) as fh:
         for n, raw in enumerate(fh, 1):
             if len(raw) > MAX_LINE_BYTES:
                 report.drop("line too long", f"{path}:{n}")
@@ -44,13 +61,11 @@ def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
 
 def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[Example]:
     """CoNaLa JSON array: rewritten_intent (falling back to intent) -> snippet."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"file not found: {path}") from None
+    with _open(Path(path)) as fh:
+        raw = fh.read()
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of > 4300 digits
         raise DataError(f"{path}: not a CoNaLa JSON file ({type(exc).__name__})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of CoNaLa records")
@@ -76,7 +91,7 @@ def read_jsonl(
             continue
         try:
             rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: also an integer of > 4300 digits
             report.drop("bad JSON", f"{path}:{n}")
             continue
         if not isinstance(rec, dict):
