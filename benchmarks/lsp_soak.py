@@ -278,6 +278,7 @@ def run(args) -> dict[str, Any]:
         load_s = time.perf_counter() - t0
         client.open(uri, "".join(f"# {i}\n" for i in intents))
         rss = {"start": client.rss_kb()}
+        warmup = min(WARMUP, len(intents))
         latencies: list[float] = []
         outcome = {"with items": 0, "empty": 0, "error": 0}
         for k, intent in enumerate(intents):
@@ -288,7 +289,7 @@ def run(args) -> dict[str, Any]:
                 outcome["error"] += 1
             else:
                 outcome["with items" if reply["result"]["items"] else "empty"] += 1
-            if k + 1 == min(WARMUP, len(intents)):
+            if k + 1 == warmup:
                 rss["after warm-up"] = client.rss_kb()
         rss["end"] = client.rss_kb()
         exit_code = client.shutdown(args.timeout)
@@ -297,7 +298,8 @@ def run(args) -> dict[str, Any]:
                "p95_ms": 1000 * common.percentile(latencies[b:b + BLOCK], 95)}
               for b in range(0, len(latencies), BLOCK)]
     growth = (rss["end"] - rss["after warm-up"]) / rss["after warm-up"]
-    return {"model": str(folder), "conala": str(args.conala), "requests": len(intents), "load_s": load_s,
+    return {"model": str(folder), "conala": str(args.conala), "requests": len(intents), "warmup": warmup,
+            "load_s": load_s,
             "outcome": outcome, "rss_kb": rss, "growth_after_warmup": growth, "blocks": blocks,
             "exit_code": exit_code}
 
@@ -311,8 +313,9 @@ def report(r: dict[str, Any]) -> str:
             f"{r['conala']} (cycled; later passes marked, so every request generates). Model loaded in "
             f"{r['load_s']:.1f} s.", "",
             common.table(["server RSS", "MB"], [[k, v / 1024] for k, v in r["rss_kb"].items()]), "",
-            f"- Growth after warm-up ({WARMUP} requests): {100 * r['growth_after_warmup']:+.1f}% "
-            f"({verdict} the 10% goal).",
+            f"- Growth after warm-up (the first {r['warmup']} requests): {100 * r['growth_after_warmup']:+.1f}% "
+            f"({verdict} the 10% goal)" + ("." if r["requests"] > r["warmup"] else
+                                          f"; but no request came after it: use --requests > {WARMUP}."),
             f"- Answers: {r['outcome']['with items']} with items, {r['outcome']['empty']} empty, "
             f"{r['outcome']['error']} errors; shutdown + exit code {r['exit_code']}.", "",
             common.table(["requests", "p50 ms", "p95 ms"], [[b["requests"], b["p50_ms"], b["p95_ms"]]

@@ -120,10 +120,11 @@ class Generator:
                 cands.append(Candidate(code, lang, score(f, self.rerank_cfg), h.logprob, f["parses"], f, f["danger"]))
                 if h.finished and not f["parses"] and lang == "python":
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
-            # n parsing candidates, best first; with keep_unparsed the rest follow them
-            ranked = rerank(cands)[:n]
+            # at most n: parsing candidates best first, then (keep_unparsed) the others
+            ranked = rerank(cands)
             if keep_unparsed:
                 ranked += [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
+            ranked = ranked[:n]
             if raise_empty and not any(c.parses for c in ranked):
                 raise NoParseableCandidate(
                     f"no parseable {lang} candidate among {len(cands)} for this intent; "

@@ -197,7 +197,7 @@ def test_subcommand_help(args):
 # --- exit codes and errors -----------------------------------------------------------------
 
 def test_no_parseable_candidate_exits_1(run, scripted):
-    scripted(["xs.sort(reverse=True", "def (:"])
+    scripted(["xs.sort(reverse=", "def (:"])
     one_line_error(run(SORT), code=1, match="no parseable python candidate")
 
 

@@ -5,7 +5,7 @@ well-behaved client would: bodies that are not JSON, Content-Length headers that
 unknown methods, requests before `initialize`, params of the wrong shape. Every wait has
 a timeout, so a server that stops answering fails a test instead of hanging it. After
 each abuse the server must still answer a normal completion. Then load: a 5 MB document,
-a storm of 200 concurrent completions with half of them cancelled, and a short soak of
+a storm of 200 concurrent completions with 90 of them cancelled, and a short soak of
 200 real generations; finally `shutdown` + `exit` must end the process with code 0.
 
 Most tests share one server (module scope: the tiny model loads once); the tests of the
@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [p for p in (str(ROOT),) if p not in sys.path]  # benchmarks/ holds the client
+if str(ROOT) not in sys.path:  # benchmarks/ holds the client
+    sys.path.insert(0, str(ROOT))
 if importlib.util.find_spec("nl2code_lsp") is None:
     sys.path.insert(0, str(ROOT / "lsp"))
 
@@ -138,16 +139,16 @@ def test_wrong_content_length(lsp: RawClient, kind: str):
 def test_request_with_params_of_the_wrong_shape_gets_an_error(lsp: RawClient):
     """JSON-RPC answers every request; pygls used to drop one whose params did not parse."""
     bad = lsp.call("textDocument/completion", {"textDocument": 3, "position": "here"}, WAIT)
-    assert bad["error"]["code"] in (INVALID_PARAMS, -32603)
-    assert lsp.call("textDocument/completion", None, WAIT)["error"]
+    assert bad["error"]["code"] == INVALID_PARAMS
+    assert lsp.call("textDocument/completion", None, WAIT)["error"]["code"] == INVALID_PARAMS
     assert_serving(lsp)
 
 
 def test_unknown_methods(lsp: RawClient):
     reply = lsp.call("nl2code/noSuchMethod", {"x": 1}, WAIT)
     assert reply["error"]["code"] == METHOD_NOT_FOUND
-    assert lsp.call("$/noSuchRequest", None, WAIT)["error"]["code"] == METHOD_NOT_FOUND
-    before = len(lsp.responses)
+    assert lsp.call("$/noSuchRequest", None, WAIT)["error"]["code"] == METHOD_NOT_FOUND  # params omitted
+    before = len(lsp.responses)  # answers nobody waited for, if any
     lsp.notify("nl2code/noSuchNotification", {"x": 1})  # ignored: no response, no error
     lsp.notify("$/noSuchNotification")
     assert_serving(lsp)
