@@ -40,6 +40,8 @@ def plan(args, tmp: Path) -> list[tuple[str, list[str]]]:
         ("latency", [*quick, *model, *limit]),
         ("cli_startup", [*quick, *model]),
         ("train_speed", quick),
+        ("lsp_latency", [*quick, *model, *limit]),
+        ("lsp_soak", [*quick, *model]),
     ]
 
 
