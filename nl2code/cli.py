@@ -101,6 +101,9 @@ def run_guarded(fn):
         raise fail("interrupted", 130) from None
     except (typer.Exit, SystemExit):
         raise
+    except OSError as exc:  # disk full, permission denied, ...: the system's own words
+        where = f": {exc.filename}" if exc.filename else ""
+        raise fail(f"{exc.strerror or exc}{where}") from None
     except Exception as exc:  # a bug: one line, the traceback only on request
         if os.environ.get("NL2CODE_DEBUG"):
             raise
@@ -502,7 +505,7 @@ def lsp_cmd(
         try:
             from nl2code_lsp.server import run
         except ImportError:
-            raise UsageError("the language server package is not installed (pip install nl2code)") from None
+            raise UsageError("the language server package nl2code_lsp is not installed: reinstall nl2code (pip install .)") from None
         run(model=str(model) if model else None, tcp=tcp)
 
     run_guarded(body)

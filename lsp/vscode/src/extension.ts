@@ -124,7 +124,7 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
     const command = vscode.workspace.getConfiguration(SECTION).get<string>("serverPath");
     void vscode.window.showErrorMessage(
       `nl2code: could not start the language server (${command}): ${err}. ` +
-        "Install it with `pip install nl2code` or set nl2code.serverPath.",
+        "Install nl2code (pip install . in its repository) or set nl2code.serverPath.",
     );
   }
   context.subscriptions.push({ dispose: () => void client?.stop() });
