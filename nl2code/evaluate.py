@@ -102,7 +102,8 @@ def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
     rows = []
     for ex in data:
         t = time.perf_counter()
-        cands = gen.generate_batch([ex.intent], lang, n=beam, config=cfg, keep_unparsed=True,
+        # every candidate (repairs included), so the plain top-1 below is the model's own
+        cands = gen.generate_batch([ex.intent], lang, n=4 * beam, config=cfg, keep_unparsed=True,
                                    raise_empty=False)[0]
         ms = (time.perf_counter() - t) * 1000
         parsing = [c for c in cands if c.parses]

@@ -8,6 +8,8 @@ those that parse, marks them as repaired, and lets the reranker weigh them.
 
 from __future__ import annotations
 
+from nl2code.slots import open_string_at, code_positions
+
 OPEN = {"(": ")", "[": "]", "{": "}"}
 CLOSE = {v: k for k, v in OPEN.items()}
 
@@ -17,35 +19,16 @@ def _bracket_scan(code: str) -> tuple[list[str], list[int], bool]:
     was left open. Brackets inside string literals and comments are ignored."""
     stack: list[str] = []
     stray: list[int] = []
-    quote = ""
-    i = 0
-    while i < len(code):
+    for i in code_positions(code):
         c = code[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if code.startswith(quote, i):
-                i += len(quote)
-                quote = ""
-                continue
-        elif c == "#":
-            nl = code.find("\n", i)
-            i = len(code) if nl == -1 else nl
-            continue
-        elif c in "'\"":
-            quote = c * 3 if code.startswith(c * 3, i) else c
-            i += len(quote)
-            continue
-        elif c in OPEN:
+        if c in OPEN:
             stack.append(c)
         elif c in CLOSE:
             if stack and stack[-1] == CLOSE[c]:
                 stack.pop()
             else:
                 stray.append(i)
-        i += 1
-    return stack, stray, bool(quote)
+    return stack, stray, open_string_at(code)
 
 
 def bracket_variants(code: str, limit: int = 4) -> list[str]:

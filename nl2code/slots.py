@@ -107,11 +107,14 @@ def canonicalize_pair(intent: str, code: str) -> tuple[str, str, list[Slot]]:
     return canon, code, slots
 
 
-def _inside_string(code: str, pos: int) -> bool:
-    """True when position pos of code lies inside a Python/shell string literal."""
+def code_positions(code: str, stop: int | None = None):
+    """Yield the index of every character of code outside string literals and comments,
+    up to stop; the generator's return value says whether a string was left open there.
+    Python and shell quoting: '...', "...", triple quotes, backslash escapes, # comments."""
+    stop = len(code) if stop is None else stop
     quote = ""
     i = 0
-    while i < pos:
+    while i < stop:
         c = code[i]
         if quote:
             if c == "\\":
@@ -121,17 +124,32 @@ def _inside_string(code: str, pos: int) -> bool:
                 i += len(quote)
                 quote = ""
                 continue
-        elif c == "#" and not quote:
+        elif c == "#":
             nl = code.find("\n", i)
-            if nl == -1 or nl >= pos:
-                return False
-            i = nl
+            i = stop if nl == -1 or nl >= stop else nl
+            continue
         elif c in "'\"":
             quote = c * 3 if code.startswith(c * 3, i) else c
             i += len(quote)
             continue
+        else:
+            yield i
         i += 1
     return bool(quote)
+
+
+def open_string_at(code: str, stop: int | None = None) -> bool:
+    gen = code_positions(code, stop)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as end:
+            return bool(end.value)
+
+
+def _inside_string(code: str, pos: int) -> bool:
+    """True when position pos of code lies inside a Python/shell string literal."""
+    return open_string_at(code, pos)
 
 
 def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
