@@ -175,6 +175,16 @@ def jemalloc_env() -> dict[str, str] | None:
     return {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": JEMALLOC_CONF}
 
 
+def jemalloc_or_skip(rounds: int) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """(jemalloc environment, None), or (None, {"skipped": why}) when it cannot run."""
+    env = jemalloc_env()
+    if env is None:
+        return None, {"skipped": f"{JEMALLOC} not found (apt-get install -y libjemalloc2)"}
+    if rounds == 0:
+        return None, {"skipped": "--jemalloc-rounds 0"}
+    return env, None
+
+
 def run_child_json(module: str, argv: list[str], extra_env: dict[str, str] | None, tmp: Path) -> dict[str, Any]:
     """Run `python -m module argv --json tmp` and return its result dict."""
     import subprocess

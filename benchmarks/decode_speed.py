@@ -226,11 +226,9 @@ def option_calls(model, qmodel, compiled, src, mask, n_tokens: int, threads: int
 
 # --- jemalloc: alternate child processes ---------------------------------------------------------
 def jemalloc_compare(args, rounds: int) -> dict[str, Any]:
-    env = common.jemalloc_env()
-    if env is None:
-        return {"skipped": f"{common.JEMALLOC} not found (apt-get install -y libjemalloc2)"}
-    if rounds == 0:
-        return {"skipped": "--jemalloc-rounds 0"}
+    env, skipped = common.jemalloc_or_skip(rounds)
+    if skipped:
+        return skipped
     child = ["--only-ours", "--reps", str(args.reps), "--threads", str(args.threads),
              "--src-len", str(args.src_len), "--lengths", *map(str, args.lengths)]
     if args.model:

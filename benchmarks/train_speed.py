@@ -96,11 +96,9 @@ def throughput(times: list[float], batches: list, steps: int) -> dict[str, float
 
 
 def jemalloc_compare(args, rounds: int) -> dict[str, Any]:
-    env = common.jemalloc_env()
-    if env is None:
-        return {"skipped": f"{common.JEMALLOC} not found (apt-get install -y libjemalloc2)"}
-    if rounds == 0:
-        return {"skipped": "--jemalloc-rounds 0"}
+    env, skipped = common.jemalloc_or_skip(rounds)
+    if skipped:
+        return skipped
     child = ["--configs", args.jemalloc_config, "--steps", str(args.steps), "--warmup", str(args.warmup),
              "--jemalloc-rounds", "0", "--batch-tokens", str(args.batch_tokens)]
     runs: dict[str, list[float]] = {"glibc malloc": [], "jemalloc": []}

