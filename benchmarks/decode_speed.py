@@ -6,10 +6,12 @@ MarianMT config of our default shape (d_model, heads, layers, d_ff, vocabulary) 
 weights; CTranslate2 runs that model converted (float32 and int8, intra_threads=1).
 Marian is post-LN where we are pre-LN: the matmul work is identical.
 
-Our own options, each timed against the default path (KV cache, inference_mode, fp32):
-no KV cache, no_grad, 2 threads, int8 dynamic quantisation of nn.Linear, torch.compile
-(compile time reported apart), and jemalloc (child processes, alternating, since
-LD_PRELOAD cannot change inside a process).
+"ours" is what the engine runs: the inference form (nl2code/model/fast.py) at the default
+precision (int8 where PyTorch has fbgemm). Our options, each timed against it: float32
+weights, the training module's own step (KV cache by concatenation), no KV cache, no_grad,
+the other thread count, torch's quantize_dynamic on the training module, torch.compile of
+the training module (compile time reported apart), and jemalloc (child processes,
+alternating, since LD_PRELOAD cannot change inside a process).
 
     python -m benchmarks.decode_speed [--quick] [--model DIR] [--lengths 30 60]
 """
@@ -31,6 +33,8 @@ import torch
 from benchmarks import common
 from nl2code.config import DecodeConfig
 from nl2code.decode import decode
+from nl2code.model import for_inference
+from nl2code.model.fast import FastTransformer
 
 BEAM = 5
 
@@ -210,17 +214,22 @@ def try_compile(model, src, mask, n_tokens: int) -> tuple[Any, dict[str, Any]]:
         return None, {"ok": False, "error": f"{type(exc).__name__}: {msg}"}
 
 
-def option_calls(model, qmodel, compiled, src, mask, n_tokens: int, threads: int) -> dict[str, Callable]:
+def option_calls(model, fast, qmodel, compiled, src, mask, n_tokens: int, threads: int) -> dict[str, Callable]:
     other = 2 if threads == 1 else 1
-    calls = {
-        "default (KV cache, inference_mode)": ours(model, src, mask, n_tokens, threads=threads),
-        "no KV cache": ours(NoCacheModel(model), src, mask, n_tokens, threads=threads),
-        "no_grad instead of inference_mode": ours(model, src, mask, n_tokens, grad="no_grad", threads=threads),
-        f"{other} threads": ours(model, src, mask, n_tokens, threads=other),
-        "int8 dynamic quantisation": ours(qmodel, src, mask, n_tokens, threads=threads),
-    }
+    precision = getattr(fast, "precision", "float32")
+    calls = {f"default (inference form, {precision})": ours(fast, src, mask, n_tokens, threads=threads)}
+    if precision != "float32":
+        calls["inference form, float32 weights"] = ours(FastTransformer(model, "float32"), src, mask, n_tokens,
+                                                        threads=threads)
+    calls.update({
+        f"{other} threads": ours(fast, src, mask, n_tokens, threads=other),
+        "no_grad instead of inference_mode": ours(fast, src, mask, n_tokens, grad="no_grad", threads=threads),
+        "training module (KV cache by cat, float32)": ours(model, src, mask, n_tokens, threads=threads),
+        "training module, no KV cache": ours(NoCacheModel(model), src, mask, n_tokens, threads=threads),
+        "training module, quantize_dynamic int8": ours(qmodel, src, mask, n_tokens, threads=threads),
+    })
     if compiled is not None:
-        calls["torch.compile"] = ours(compiled, src, mask, n_tokens, threads=threads)
+        calls["training module, torch.compile"] = ours(compiled, src, mask, n_tokens, threads=threads)
     return calls
 
 
@@ -245,20 +254,20 @@ def jemalloc_compare(args, rounds: int) -> dict[str, Any]:
 
 
 # --- driver ----------------------------------------------------------------------------------------
-def measure_systems(model, cfg, src, mask, args) -> tuple[dict, dict]:
+def measure_systems(fast, cfg, src, mask, args) -> tuple[dict, dict]:
     """ours vs HF vs CTranslate2 at each length -> ({length: {system: ms}}, {system: why missing})."""
     systems, missing = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         built: dict[str, Any] = {}
         for n in args.lengths:
             calls, why = external_systems(cfg, src, Path(tmp), n, built)
-            times = common.alternate({"ours": ours(model, src, mask, n), **calls}, args.reps)
+            times = common.alternate({"ours": ours(fast, src, mask, n), **calls}, args.reps)
             systems[str(n)] = {k: common.median_ms(v) for k, v in times.items()}
             missing.update(why)
     return systems, missing
 
 
-def measure_options(model, src, mask, args) -> tuple[dict, dict]:
+def measure_options(model, fast, src, mask, args) -> tuple[dict, dict]:
     """Our options at each length -> ({length: {option: ms}}, torch.compile report)."""
     qmodel = quantized(model)
     if args.skip_compile or args.quick:
@@ -268,7 +277,7 @@ def measure_options(model, src, mask, args) -> tuple[dict, dict]:
         compiled, compile_report = try_compile(model, src, mask, max(args.lengths))
     options = {}
     for n in args.lengths:
-        times = common.alternate(option_calls(model, qmodel, compiled, src, mask, n, args.threads), args.reps)
+        times = common.alternate(option_calls(model, fast, qmodel, compiled, src, mask, n, args.threads), args.reps)
         options[str(n)] = {k: common.median_ms(v) for k, v in times.items()}
     return options, compile_report
 
@@ -276,15 +285,16 @@ def measure_options(model, src, mask, args) -> tuple[dict, dict]:
 def measure(args) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     model, cfg, desc = common.load_or_random(args.model)
+    fast, precision = for_inference(model)  # what the engine decodes with
     src, mask = common.random_src(1, args.src_len, cfg.vocab_size)
     res: dict[str, Any] = {"model": desc, "threads": args.threads, "src_len": args.src_len, "beam": BEAM,
-                           "reps": args.reps, "lengths": args.lengths}
+                           "reps": args.reps, "lengths": args.lengths, "precision": precision}
     if args.only_ours:  # child mode for the jemalloc comparison
-        res["ours_ms"] = {str(n): common.median_ms(common.alternate({"ours": ours(model, src, mask, n)}, args.reps)["ours"])
+        res["ours_ms"] = {str(n): common.median_ms(common.alternate({"ours": ours(fast, src, mask, n)}, args.reps)["ours"])
                           for n in args.lengths}
         return res
-    res["systems"], res["missing"] = measure_systems(model, cfg, src, mask, args)
-    res["options"], res["compile"] = measure_options(model, src, mask, args)
+    res["systems"], res["missing"] = measure_systems(fast, cfg, src, mask, args)
+    res["options"], res["compile"] = measure_options(model, fast, src, mask, args)
     res["jemalloc"] = jemalloc_compare(args, args.jemalloc_rounds)
     return res
 
@@ -297,8 +307,13 @@ def report(res: dict[str, Any]) -> str:
     out = ["## Decoding speed (beam 5, 5-best, batch 1)", "", common.polluted_note(),
            f"Model: {res['model']}. Source length {res['src_len']}; torch threads {res['threads']} for ours and "
            f"Hugging Face, intra_threads=1 for CTranslate2; {res['reps']} alternating repetitions, medians.", ""]
+    out += [f"\"ours\" is the engine's decoder: the inference form at {res.get('precision', 'float32')} precision.", ""]
     for n, ms in res["systems"].items():
         out += [f"### {n} output tokens", "", common.table(["system", "ms / query", "× ours"], ratio_rows(ms, "ours")), ""]
+        goals = [(name, limit) for name, limit in (("hf generate", 0.5), ("ct2 int8", 1.5)) if name in ms]
+        if goals:
+            out += ["Goals: " + "; ".join(f"ours / {name} = {ms['ours'] / ms[name]:.2f} (goal ≤ {limit})"
+                                         for name, limit in goals) + ".", ""]
     for name, why in res["missing"].items():
         out.append(f"- {name}: not measured ({why})")
     out += ["", "### Our options", ""]

@@ -134,10 +134,13 @@ def read_stdin() -> str:
         raise UsageError(f"stdin is not valid UTF-8 (bad byte at offset {exc.start})") from None
 
 
-def load_generator(model: Optional[Path]):
+def load_generator(model: Optional[Path], precision: Optional[str] = None):
     from nl2code.engine import Generator
 
-    return Generator.from_checkpoint(model)
+    return Generator.from_checkpoint(model, precision=precision)
+
+
+PRECISION_HELP = "Decoder weights: int8 (faster), float32, or auto (int8 where PyTorch supports it)."
 
 
 def _print_code(code: str, lang: str, tty: bool) -> None:
@@ -182,6 +185,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object (schema in the README)."),
     batch: bool = typer.Option(False, "--batch", help="One intent per stdin line; JSON Lines out."),
     explain: bool = typer.Option(False, "--explain", help="Show a table of scored candidates on stderr."),
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
 ):
     """Generate code for an intent."""
     from nl2code.config import DecodeConfig
@@ -195,7 +199,7 @@ def generate(
         if batch:
             if intent not in (None, "-"):
                 raise UsageError("--batch reads intents from stdin; do not pass an intent argument")
-            return _batch(read_stdin(), lang_c, num, beam, model)
+            return _batch(read_stdin(), lang_c, num, beam, model, precision)
         text = intent
         if text in (None, "-"):
             if sys.stdin.isatty():
@@ -204,7 +208,7 @@ def generate(
         from nl2code.engine import clean_intent
 
         text = clean_intent(text)  # before loading the model: bad input fails fast
-        gen = load_generator(model)
+        gen = load_generator(model, precision)
         cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
         try:
             if explain:  # every beam candidate, parsing or not: the same answer, plus the why
@@ -249,14 +253,14 @@ def _emit_json(intent, lang, gen, cands, error) -> None:
     sys.stdout.write(json.dumps(_record(intent, lang, gen, cands, error), ensure_ascii=False) + "\n")
 
 
-def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path]) -> None:
+def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], precision: Optional[str]) -> None:
     from nl2code.config import DecodeConfig
 
     # split on newlines only: str.splitlines would also split an intent at \x0c, \x1c, U+2028...
     lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
     if not lines:
         raise UsageError("--batch got no intents on stdin")
-    gen = load_generator(model)
+    gen = load_generator(model, precision)
     if lang not in gen.languages:
         raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(gen.languages)}")
     cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
@@ -393,6 +397,7 @@ def eval_cmd(
     train_data: Optional[Path] = typer.Option(None, "--train", help="Training data for --baseline nearest."),
     train_skip: int = typer.Option(0, "--train-skip", help="Skip the first N training records (CoNaLa: 400)."),
     as_json: bool = typer.Option(False, "--json"),
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
 ):
     """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate."""
 
@@ -412,7 +417,7 @@ def eval_cmd(
             rows = evaluate.run_baseline(evaluate.NearestIntent(train), data, lang_c)
             name = "baseline: nearest training intent"
         elif baseline is None:
-            gen = load_generator(model)
+            gen = load_generator(model, precision)
             from rich.progress import Progress
 
             with Progress(console=_stderr(), transient=True) as prog:

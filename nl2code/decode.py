@@ -101,80 +101,91 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     return out
 
 
+def _trace(toks: list[list[int]], parents: list[list[int]], row: int, last_step: int) -> list[int]:
+    """Tokens of the hypothesis held by `row` after step `last_step` (back-pointers)."""
+    ids = []
+    for s in range(last_step, -1, -1):
+        ids.append(toks[s][row])
+        row = parents[s][row]
+    ids.reverse()
+    return ids
+
+
 def _beam(model, src, src_mask, cfg: DecodeConfig):
-    B, K, V_alpha = src.shape[0], cfg.beam_size, cfg.length_penalty
+    """Beam search with back-pointers: a step records each alive row's token and parent
+    row, and finished hypotheses keep a reference (step, parent row); sequences are
+    rebuilt once at the end instead of being copied every step."""
+    B, K, alpha = src.shape[0], cfg.beam_size, cfg.length_penalty
     L = cfg.max_len
     memory = model.encode(src, src_mask)
     memory = model.expand_memory(memory, torch.arange(B).repeat_interleave(K))
+    BK = B * K
     scores = torch.full((B, K), NEG)
     scores[:, 0] = 0.0  # only the first beam is alive at the start
-    seqs = torch.full((B * K, 1), BOS, dtype=torch.long)
+    last = torch.full((BK, 1), BOS, dtype=torch.long)
     fin_scores = torch.full((B, K), NEG)  # normalised
     fin_lp = torch.full((B, K), NEG)
-    fin_seqs = torch.full((B, K, L + 1), PAD, dtype=torch.long)
+    fin_ref = torch.zeros((B, K), dtype=torch.long)  # step * BK + parent row
     base = (torch.arange(B) * K).unsqueeze(1)  # (B, 1)
     done = torch.zeros(B, dtype=torch.bool)  # sticky: a done intent's finished list is final
+    toks: list[torch.Tensor] = []  # per step: (BK,) token of each alive row
+    parents: list[torch.Tensor] = []  # per step: (BK,) the row it extended
+    never = torch.tensor(_NEVER)
     cache = None
     for t in range(L):
-        logits, cache = model.step(seqs[:, -1:], memory, cache)
+        logits, cache = model.step(last, memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
-        logp[:, _NEVER] = NEG
-        V = logp.shape[-1]
+        logp.index_fill_(1, never, NEG)
         if t < cfg.min_len:
             logp[:, EOS] = NEG
-        cand = (scores.unsqueeze(-1) + logp.view(B, K, V)).view(B, K * V)
+        # the best 2K extensions of each row contain the best 2K of its intent
+        kk = min(2 * K, logp.shape[1])
+        row_s, row_tok = logp.topk(kk, dim=-1)  # (B*K, kk)
+        cand = (scores.view(BK, 1) + row_s).view(B, K * kk)
         top_s, top_i = cand.topk(2 * K, dim=-1)  # (B, 2K)
-        beam_of, tok = top_i // V, top_i % V
+        src_rows = base + torch.div(top_i, kk, rounding_mode="floor")  # rows the candidates extend
+        tok = row_tok.view(B, K * kk).gather(1, top_i)
         is_eos = tok == EOS
         # finished candidates: merge into the (B, K) finished buffers
         length = float(t + 1)
-        norm = top_s / _lp(length, V_alpha)
         # intents already done take no more hypotheses, so an intent's result does not
         # depend on how long the other intents of its batch keep the loop running
         eos_ok = is_eos & (top_s > NEG / 2) & ~done.unsqueeze(1)
-        eos_norm = torch.where(eos_ok, norm, torch.full_like(norm, NEG))
-        all_norm = torch.cat([fin_scores, eos_norm], dim=1)  # (B, 3K)
-        keep_s, keep_i = all_norm.topk(K, dim=-1)
-        src_rows = (base + beam_of).view(-1)  # rows of seqs the candidates extend
-        cand_seqs = torch.full((B, 2 * K, L + 1), PAD, dtype=torch.long)
-        cand_seqs[:, :, : t + 1] = seqs.index_select(0, src_rows).view(B, 2 * K, t + 1)
-        pool = torch.cat([fin_seqs, cand_seqs], dim=1)  # (B, 3K, L+1)
-        fin_seqs = pool.gather(1, keep_i.unsqueeze(-1).expand(-1, -1, L + 1))
+        eos_norm = torch.where(eos_ok, top_s / _lp(length, alpha), NEG)
+        keep_s, keep_i = torch.cat([fin_scores, eos_norm], dim=1).topk(K, dim=-1)
+        fin_ref = torch.cat([fin_ref, src_rows + t * BK], dim=1).gather(1, keep_i)
         fin_lp = torch.cat([fin_lp, top_s], dim=1).gather(1, keep_i)
         fin_scores = keep_s
         # alive beams: the best K candidates that did not end
-        alive_s = top_s.masked_fill(is_eos, NEG)
-        new_s, pick = alive_s.topk(K, dim=-1)  # (B, K)
-        new_beam = beam_of.gather(1, pick)
-        new_tok = tok.gather(1, pick)
-        rows = (base + new_beam).view(-1)
-        seqs = torch.cat([seqs.index_select(0, rows), new_tok.view(-1, 1)], dim=1)
+        scores, pick = top_s.masked_fill(is_eos, NEG).topk(K, dim=-1)  # (B, K)
+        rows = src_rows.gather(1, pick).view(-1)
+        last = tok.gather(1, pick).view(-1, 1)
+        toks.append(last.view(-1))
+        parents.append(rows)
         cache = model.reorder_cache(cache, rows)
-        scores = new_s
         # done: K finished and no alive beam can beat the worst of them at this length
-        best_alive = scores.max(dim=1).values / _lp(length, V_alpha)
+        best_alive = scores.max(dim=1).values / _lp(length, alpha)
         done = done | ((fin_scores[:, -1] > NEG / 2) & (fin_scores[:, -1] >= best_alive))
         if bool(done.all()):
             break
     # alive beams that never ended fill remaining slots, marked unfinished
-    lens = float(seqs.shape[1] - 1)
+    steps = len(toks)
+    tok_h, par_h = torch.stack(toks).tolist(), torch.stack(parents).tolist()
     out = []
-    fs, fl, fseq = fin_scores.tolist(), fin_lp.tolist(), fin_seqs.tolist()
+    fs, fl, fr = fin_scores.tolist(), fin_lp.tolist(), fin_ref.tolist()
     al_s = scores.tolist()
-    al_seq = seqs[:, 1:].view(B, K, -1).tolist()
     for b in range(B):
         hyps = []
         for j in range(K):
             if fs[b][j] > NEG / 2:
-                ids = fseq[b][j][1:]
-                ids = ids[: ids.index(EOS)] if EOS in ids else [i for i in ids if i != PAD]
-                hyps.append(Hypothesis(ids, fl[b][j], fs[b][j], True))
+                step, row = divmod(fr[b][j], BK)  # EOS came at `step`, extending `row`
+                hyps.append(Hypothesis(_trace(tok_h, par_h, row, step - 1), fl[b][j], fs[b][j], True))
         for j in range(K):
             if len(hyps) >= K:
                 break
             if al_s[b][j] > NEG / 2:
-                norm = al_s[b][j] / _lp(lens, V_alpha)
-                hyps.append(Hypothesis(al_seq[b][j], al_s[b][j], norm, False))
+                norm = al_s[b][j] / _lp(float(steps), alpha)
+                hyps.append(Hypothesis(_trace(tok_h, par_h, b * K + j, steps - 1), al_s[b][j], norm, False))
         hyps.sort(key=lambda h: -h.score)
         out.append(hyps[: cfg.n_best])
     return out

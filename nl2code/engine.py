@@ -42,8 +42,9 @@ def clean_intent(intent: str) -> str:
 
 class Generator:
     def __init__(self, model, model_cfg, tokenizer, meta: dict[str, Any], path: Path,
-                 rerank_cfg: RerankConfig | None = None):
-        self.model = model
+                 rerank_cfg: RerankConfig | None = None, precision: str = "float32"):
+        self.model = model  # anything with the decode protocol (see nl2code/model)
+        self.precision = precision
         self.model_cfg = model_cfg
         self.tok = tokenizer
         self.meta = meta
@@ -53,17 +54,25 @@ class Generator:
         self.languages = list(meta.get("languages") or ["python", "bash"])
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None) -> "Generator":
-        """Load a model folder; None means NL2CODE_MODEL or the bundled default model."""
+    def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
+                        precision: str | None = None) -> "Generator":
+        """Load a model folder; None means NL2CODE_MODEL or the bundled default model.
+
+        precision: int8, float32 or auto (None: NL2CODE_PRECISION, else auto = int8 where
+        PyTorch has its fbgemm kernels). The weights on disk stay float32.
+        """
         import torch
 
         from nl2code.checkpoint import load_model
+        from nl2code.model import for_inference, resolve_precision
 
+        resolve_precision(precision)  # a bad value fails before the model loads
         if threads:
             torch.set_num_threads(threads)
         path = Path(path) if path else default_model_path()
         model, cfg, tok, meta = load_model(path)
-        return cls(model, cfg, tok, meta, path)
+        runner, precision = for_inference(model, precision)
+        return cls(runner, cfg, tok, meta, path, precision=precision)
 
     def _decode_config(self, n: int, config: DecodeConfig | None) -> DecodeConfig:
         if config is None:
@@ -94,13 +103,18 @@ class Generator:
             canon, slot_list = slots.canonicalize(clean_intent(intent))
             src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
             prepared.append((canon, slot_list, src))
-        S = max(len(p[2]) for p in prepared)
-        src = torch.full((len(prepared), S), PAD, dtype=torch.long)
-        for i, (_, _, ids) in enumerate(prepared):
-            src[i, : len(ids)] = torch.tensor(ids)
         cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
-        with self._lock:
-            hyps = decode(self.model, src, src != PAD, cfg)
+        # int8 kernels quantise a matmul's input with one scale for all its rows, so rows of
+        # other intents would nudge an intent's answer: int8 decodes one intent at a time
+        groups = [prepared] if self.precision != "int8" else [[p] for p in prepared]
+        hyps = []
+        for group in groups:
+            S = max(len(p[2]) for p in group)
+            src = torch.full((len(group), S), PAD, dtype=torch.long)
+            for i, (_, _, ids) in enumerate(group):
+                src[i, : len(ids)] = torch.tensor(ids)
+            with self._lock:
+                hyps += decode(self.model, src, src != PAD, cfg)
         results = []
         for (canon, slot_list, _), hs in zip(prepared, hyps):
             wanted = {s.placeholder for s in slot_list}
@@ -148,7 +162,8 @@ class Generator:
 
     def info(self) -> dict[str, Any]:
         c = self.model_cfg
-        n_params = sum(p.numel() for p in self.model.parameters())
-        return {"path": str(self.path), "arch": c.arch, "parameters": n_params,
+        module = getattr(self.model, "model", self.model)  # the inference form keeps its module
+        n_params = sum(p.numel() for p in module.parameters())
+        return {"path": str(self.path), "arch": c.arch, "parameters": n_params, "precision": self.precision,
                 "d_model": c.d_model, "layers": [c.n_enc_layer, c.n_dec_layer],
                 "vocab_size": c.vocab_size, "languages": self.languages, "meta": self.meta}

@@ -301,7 +301,7 @@ def test_manifest_not_json(run, tiny_model, tmp_path):
 def test_unexpected_exception_is_one_line(run, monkeypatch):
     import nl2code.cli as cli
 
-    def boom(model):
+    def boom(model, precision=None):
         raise RuntimeError("first line\nsecond line")
 
     monkeypatch.setattr(cli, "load_generator", boom)
@@ -311,7 +311,7 @@ def test_unexpected_exception_is_one_line(run, monkeypatch):
 def test_interrupt_exits_130(run, monkeypatch):
     import nl2code.cli as cli
 
-    def interrupted(model):
+    def interrupted(model, precision=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "load_generator", interrupted)

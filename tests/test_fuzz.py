@@ -65,7 +65,7 @@ def gen(tiny_model):
 def cli_on_gen(gen):
     """CLI runs reuse the module's Generator: loading is not what is fuzzed here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "load_generator", lambda model: gen)
+        mp.setattr(cli, "load_generator", lambda model, precision=None: gen)
         yield
 
 

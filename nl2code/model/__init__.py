@@ -6,9 +6,14 @@
     expand_memory(memory, beam_idx) -> memory
 
 and `forward(src, src_mask, tgt_in) -> logits` for teacher-forced training.
+
+`for_inference` wraps a trained model for decoding: the transformer gets its fast
+inference form (nl2code/model/fast.py), optionally with int8 weights.
 """
 
 from __future__ import annotations
+
+import os
 
 from nl2code.config import ModelConfig
 from nl2code.errors import UsageError
@@ -24,3 +29,30 @@ def build_model(cfg: ModelConfig):
 
         return GRUSeq2Seq(cfg)
     raise UsageError(f"unknown architecture {cfg.arch!r}: use transformer or rnn")
+
+
+PRECISIONS = ("auto", "int8", "float32")
+
+
+def resolve_precision(precision: str | None = None) -> str:
+    """Explicit value, else NL2CODE_PRECISION, else auto: int8 where PyTorch can run it."""
+    value = (precision or os.environ.get("NL2CODE_PRECISION") or "auto").strip().lower()
+    if value not in PRECISIONS:
+        raise UsageError(f"unknown precision {value!r}: use {', '.join(PRECISIONS)}")
+    if value == "auto":
+        from nl2code.model.fast import int8_available
+
+        return "int8" if int8_available() else "float32"
+    return value
+
+
+def for_inference(model, precision: str | None = None):
+    """-> (decoding model, precision it runs at). Only the transformer has an int8 form."""
+    value = resolve_precision(precision)
+    if model.cfg.arch != "transformer":
+        return model, "float32"
+    from nl2code.model.fast import FastTransformer, int8_available
+
+    if value == "int8" and not int8_available():
+        raise UsageError("int8 needs PyTorch's fbgemm engine, which this build lacks: use --precision float32")
+    return FastTransformer(model, value), value
