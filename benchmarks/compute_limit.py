@@ -147,6 +147,49 @@ def measure_throughput(c: ModelConfig, src_len: int, rounds: int, calls: int) ->
     return out
 
 
+# --- overheads that are not arithmetic ----------------------------------------------------------
+class _FixedLogits:
+    """A protocol model whose step costs nothing: times beam search's own bookkeeping."""
+
+    def __init__(self, vocab: int):
+        self.logits = torch.randn(BEAM, vocab, generator=torch.Generator().manual_seed(0)) * 3
+
+    def encode(self, src, mask):
+        return {}
+
+    def expand_memory(self, memory, idx):
+        return memory
+
+    def step(self, ids, memory, cache):
+        return self.logits, cache
+
+    def reorder_cache(self, cache, idx):
+        return cache
+
+
+def measure_overheads(c: ModelConfig, n_tokens: int, src_len: int, reps: int) -> dict[str, float]:
+    """ms per query (1 thread) that no matmul accounts for:
+
+    - dispatch floor: our inference form with the default model's layers, heads and op
+      sequence but d_model 8 (near-zero arithmetic), per precision: the cost of issuing ops;
+    - beam bookkeeping: beam search over a model whose step returns fixed logits of the
+      default vocabulary size (log-softmax, top-k, finished/alive merges, back-pointers).
+    """
+    from benchmarks.decode_speed import ours
+    from nl2code.model import build_model
+    from nl2code.model.fast import FastTransformer, int8_available
+
+    tiny = dataclasses.replace(c, d_model=2 * c.n_head, d_ff=16, vocab_size=16)
+    model = build_model(tiny).eval()
+    calls = {f"dispatch floor, {p}": ours(FastTransformer(model, p), *common.random_src(1, src_len, 16), n_tokens,
+                                          threads=1)
+             for p in ["float32"] + (["int8"] if int8_available() else [])}
+    calls["beam bookkeeping"] = ours(_FixedLogits(c.vocab_size), *common.random_src(1, src_len, 16), n_tokens,
+                                     threads=1)
+    times = common.alternate(calls, reps)
+    return {k: common.median_ms(v) for k, v in times.items()}
+
+
 def decode_shape_bound_ms(c: ModelConfig, tp: dict[str, Any], n_tokens: int, src_len: int) -> float:
     """Every linear at its own measured rate; attention at the rate of the step's linears."""
     shapes = linear_shapes(c)
@@ -195,11 +238,12 @@ def run(args) -> dict[str, Any]:
     inf = measure_inference_matmuls(c, args.rounds, args.calls)
     bounds["inference_matmul_ms"] = {p: args.tokens * sum(n * us[k] for k, n in inference_step_calls(c).items()) / 1000
                                      for p, us in inf.items()}
+    overheads = measure_overheads(c, args.tokens, args.src_len, args.reps)
     paths, source = measured_paths(args.measured, args.tokens, args.src_len, args.reps)
     return {"config": dataclasses.asdict(c), "tokens": args.tokens, "src_len": args.src_len, "beam": BEAM,
             "flops": flops, "flops_per_token": {"per_hypothesis_mid": step_flops(c, args.tokens // 2, args.src_len),
                                                 "per_query_mid": BEAM * step_flops(c, args.tokens // 2, args.src_len)},
-            "throughput": tp, "inference_matmul_us": inf, "peak_gflops": peak, "bounds": bounds, "paths": paths, "paths_source": source,
+            "throughput": tp, "inference_matmul_us": inf, "overheads_ms": overheads, "peak_gflops": peak, "bounds": bounds, "paths": paths, "paths_source": source,
             "path_ratios": {k: {"x_peak": v / bounds["peak_ms"], "x_decode_shape": v / best_shape}
                             for k, v in paths.items()}}
 
@@ -233,6 +277,13 @@ def report(r: dict[str, Any]) -> str:
         names = list(next(iter(inf.values())))
         out += ["Inference-form step matmuls (5 rows, 1 thread), µs per call:", "",
                 common.table(["shape", *inf], [[k, *(inf[p][k] for p in inf)] for k in names]), ""]
+    ov = r.get("overheads_ms", {})
+    if ov:
+        out += [f"Costs that are not arithmetic ({r['tokens']} tokens, 1 thread): the dispatch floor runs our "
+                "inference form with the default model's layers, heads and op sequence but d_model "
+                f"{2 * c['n_head']} (next to no arithmetic); beam bookkeeping is beam search over a model "
+                f"whose step returns fixed logits of {c['vocab_size']} entries.", "",
+                common.table(["cost", "ms / query"], [[k, v] for k, v in ov.items()]), ""]
     out += [f"Measured paths ({r['paths_source']}):", ""]
     rows = [[k, v, r["path_ratios"][k]["x_decode_shape"], r["path_ratios"][k]["x_peak"]] for k, v in r["paths"].items()]
     out += [common.table(["path", "ms / query", "× decode-shape bound", "× peak bound"], rows), "",
