@@ -1,11 +1,13 @@
-"""End-to-end latency of a warm Generator over real intents, with and without the KV cache.
+"""End-to-end latency of a warm Generator over real intents: default, float32, no KV cache.
 
 `Generator.generate(intent, n=5)` (beam 5, 5-best: slots, tokenizer, decode, syntax check,
 rerank) on the CoNaLa dev intents: the first 400 records of conala-train.json, intent =
 `rewritten_intent`, falling back to `intent`. Each intent runs once per variant, the order
-alternating, so both variants see the same intents under the same load. The no-cache
-variant is the same Generator over decode_speed.NoCacheModel; it must return the same
-candidates, and the report says how often it did.
+rotating, so all variants see the same intents under the same load. Variants: the default
+Generator (inference form at the default precision, int8 where available), the inference
+form with float32 weights, and the training module without a KV cache
+(decode_speed.NoCacheModel, float32). The two float32 variants must return the same
+candidates; the report says how often each variant matched the default and float32.
 
     python -m benchmarks.latency [--quick] [--limit N] [--model DIR] [--conala PATH]
 """
@@ -38,13 +40,19 @@ def dev_intents(path: Path, limit: int | None) -> list[str]:
 
 
 def generators(folder: Path, threads: int | None):
-    """-> {variant: Generator}; both share the weights and tokenizer."""
+    """-> {variant: Generator}; all share the weights and tokenizer."""
     from benchmarks.decode_speed import NoCacheModel
     from nl2code.engine import Generator
+    from nl2code.model import for_inference
 
     gen = Generator.from_checkpoint(folder, threads=threads)
-    no_cache = Generator(NoCacheModel(gen.model), gen.model_cfg, gen.tok, gen.meta, gen.path)
-    return {"KV cache": gen, "no KV cache": no_cache}
+    module = getattr(gen.model, "model", gen.model)  # the training module behind the inference form
+    gens = {f"default ({gen.precision})": gen}
+    if gen.precision != "float32":
+        fast, _ = for_inference(module, "float32")
+        gens["float32 weights"] = Generator(fast, gen.model_cfg, gen.tok, gen.meta, gen.path)
+    gens["training module, no KV cache"] = Generator(NoCacheModel(module), gen.model_cfg, gen.tok, gen.meta, gen.path)
+    return gens
 
 
 def answer(gen, intent: str) -> tuple[float, list[str] | None]:
@@ -76,29 +84,34 @@ def run(args) -> dict[str, Any]:
     times: dict[str, list[float]] = {n: [] for n in names}
     codes: dict[str, list] = {n: [] for n in names}
     for i, intent in enumerate(intents):
-        for name in (names if i % 2 == 0 else names[::-1]):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
             dt, c = answer(gens[name], intent)
             times[name].append(dt)
             codes[name].append(c)
-    same = sum(a == b for a, b in zip(codes["KV cache"], codes["no KV cache"]))
+    f32 = "float32 weights" if "float32 weights" in names else names[0]
+    same = {n: {"default": sum(a == b for a, b in zip(codes[n], codes[names[0]])),
+                "float32": sum(a == b for a, b in zip(codes[n], codes[f32]))} for n in names}
     stats = {n: {"p50_ms": 1000 * statistics.median(t), "p95_ms": 1000 * common.percentile(t, 95),
                  "mean_ms": 1000 * statistics.fmean(t)} for n, t in times.items()}
     return {"model": str(folder), "conala": str(args.conala), "intents": len(intents),
-            "threads": torch.get_num_threads(), "stats": stats, "identical_outputs": same,
-            "no_parseable": sum(c is None for c in codes["KV cache"])}
+            "threads": torch.get_num_threads(), "stats": stats, "same_as": same,
+            "no_parseable": sum(c is None for c in codes[names[0]])}
 
 
 def report(r: dict[str, Any]) -> str:
     out = ["## Generator latency (warm, beam 5, n 5, CoNaLa dev intents)", "", common.polluted_note()]
     if "skipped" in r:
         return "\n".join(out + [f"Not measured: {r['skipped']}."]) + "\n"
-    base = r["stats"]["KV cache"]
-    rows = [[n, s["p50_ms"], s["p95_ms"], s["mean_ms"], s["p50_ms"] / base["p50_ms"], s["p95_ms"] / base["p95_ms"]]
+    base = next(iter(r["stats"].values()))
+    rows = [[n, s["p50_ms"], s["p95_ms"], s["mean_ms"], s["p50_ms"] / base["p50_ms"], s["p95_ms"] / base["p95_ms"],
+             f"{r['same_as'][n]['default']}/{r['intents']}", f"{r['same_as'][n]['float32']}/{r['intents']}"]
             for n, s in r["stats"].items()]
     out += [f"Model {r['model']}; {r['intents']} intents from {r['conala']}; torch threads {r['threads']}.", "",
-            common.table(["variant", "p50 ms", "p95 ms", "mean ms", "p50 × cache", "p95 × cache"], rows), "",
-            f"- Same candidates with and without the cache: {r['identical_outputs']}/{r['intents']}.",
-            f"- No parseable candidate (still timed): {r['no_parseable']}/{r['intents']}."]
+            common.table(["variant", "p50 ms", "p95 ms", "mean ms", "p50 × default", "p95 × default",
+                          "same as default", "same as float32"], rows), "",
+            "- \"same\" counts intents whose 5 candidates are identical, in order.",
+            f"- No parseable candidate (default; still timed): {r['no_parseable']}/{r['intents']}."]
     return "\n".join(out) + "\n"
 
 
