@@ -94,12 +94,39 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_sample() -> tuple[float, float, float] | None:
+    """(machine busy CPU-seconds, this process's and its reaped children's CPU-seconds,
+    monotonic time), or None where /proc/stat does not exist."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - fields[4]  # everything but idle and iowait (steal counts)
+    t = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + t.children_system, time.monotonic()
+
+
+_START = cpu_sample()  # benchmarks import this module first thing
+
+
+def foreign_cores(start=None) -> float | None:
+    """Average cores kept busy by processes other than this one (and its children) since
+    `start` (default: this module's import). Unlike the load average, this does not count
+    our own work, nor the benchmark that ran just before in the same run_all."""
+    start = start or _START
+    end = cpu_sample()
+    if start is None or end is None or end[2] - start[2] < 1.0:
+        return None
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / (end[2] - start[2])
+
+
 def polluted_note() -> str:
-    """A warning line when the machine was busy at start (numbers then mean little)."""
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        return (f"> **Warning:** 1-minute load average was {load:.2f} when this ran: another job "
-                f"shared the {os.cpu_count()} cores, so these timings are polluted.\n")
+    """A warning line when other processes used the CPU while this benchmark ran."""
+    other = foreign_cores()
+    if other is not None and other > 0.15:
+        return (f"> **Warning:** other processes kept {other:.2f} of the {os.cpu_count()} cores busy on "
+                f"average while this ran, so these timings are polluted.\n")
     return ""
 
 

@@ -68,6 +68,7 @@ def run_one(module: str, argv: list[str], tmp: Path) -> tuple[str, float]:
 
 
 def header(args, walls: dict[str, float], load: float) -> str:
+    other = common.foreign_cores()
     m = common.machine_info()
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python -m benchmarks.run_all" + (" --quick" if args.quick else "")
@@ -76,8 +77,9 @@ def header(args, walls: dict[str, float], load: float) -> str:
         lines += ["> **Quick run** (`--quick`): tiny iteration counts to check the scripts; the numbers mean nothing.", ""]
     lines += [f"Generated {now} by `{cmd}` (regenerate with the same command).", "",
               f"- Machine: {m['nproc']} cores, {m['cpu']}; Python {m['python']}, torch {m['torch']}.",
-              f"- 1-minute load average at start: {load:.2f}"
-              + (" — **other work was running: timings are polluted.**" if load > 0.5 else "."),
+              f"- 1-minute load average at start: {load:.2f}. "
+              + (f"Other processes (not the benchmarks) kept {other:.2f} cores busy on average during the run"
+                 + (" — **timings are polluted.**" if other > 0.15 else ".") if other is not None else ""),
               "- Wall time per benchmark: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
               + f" (total {sum(walls.values()) / 60:.1f} min).", ""]
     return "\n".join(lines)
