@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,13 +62,26 @@ def recover_dir(final: Path) -> None:
         old.rename(final)
 
 
-def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, Any] | None = None,
-               extra: dict[str, bytes] | None = None) -> None:
+def _save_weights(state: dict, path: Path) -> None:
+    """safetensors' writer, with its I/O failures (disk full, ...) raised as OSError: they
+    are the system's errors, and callers report OSError in the system's words."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    try:
+        save_file(state, str(path), metadata={"format": FORMAT})
+    except SafetensorError as exc:
+        code = re.search(r"\bcode: (\d+)", str(exc))
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+        raise OSError(f"cannot write {path}: {exc}") from None
+
+
+def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, Any] | None = None,
+               extra: dict[str, bytes] | None = None) -> None:
     def fill(tmp: Path) -> None:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        _save_weights(state, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"model": to_dict(cfg), "meta": meta or {}}, indent=2))
         tokenizer.save(tmp / TOKENIZER)
         for name, data in (extra or {}).items():

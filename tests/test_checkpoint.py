@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -220,6 +221,33 @@ def test_failed_save_model_keeps_previous_model(folder, monkeypatch):
         save_model(folder, model, cfg, tok, {"new": True})
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     load_model(folder)
+
+
+@pytest.mark.parametrize("message, errno_", [
+    ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })', 28),
+    ("Error while serializing: something else", None),
+])
+def test_safetensors_write_failure_is_an_oserror(folder, monkeypatch, message, errno_):
+    """safetensors reports a full disk as its own SafetensorError; save_model raises it
+    as OSError (the CLI prints those in the system's words) and keeps the old model."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    model, cfg, tok, meta = load_model(folder)
+
+    def full(*args, **kwargs):
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as info:
+        save_model(folder, model, cfg, tok, {"new": True})
+    assert info.value.errno == errno_
+    if errno_:
+        assert info.value.strerror == os.strerror(errno_) and info.value.filename.endswith("model.safetensors")
+    else:
+        assert "cannot write" in str(info.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_overwrite_replaces_folder(tmp_path):

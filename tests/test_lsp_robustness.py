@@ -33,6 +33,7 @@ from conftest import TOY
 SORT = "sort list `xs` in descending order"
 WAIT = 120  # seconds: generous, a loaded CI machine is slow; a dead server fails at once
 SERVER_NOT_INITIALIZED, METHOD_NOT_FOUND, INVALID_PARAMS, REQUEST_CANCELLED = -32002, -32601, -32602, -32800
+INVALID_REQUEST = -32600
 
 
 def spawn(home: Path, model: Path | None = None) -> RawClient:
@@ -85,6 +86,20 @@ def test_requests_before_initialize_are_refused_then_shutdown_exit_is_clean(tmp_
         # the early didOpen was dropped: the document is unknown, so the answer is empty
         assert items(client.call("textDocument/completion", completion_params("file:///early.py", 0, 3), WAIT)) == []
         assert client.shutdown(WAIT) == 0
+
+
+def test_requests_after_shutdown_are_refused_then_exit_is_clean(tmp_path):
+    """LSP spec: after `shutdown` a request errors with InvalidRequest (-32600) instead of
+    waiting forever; notifications are dropped; `exit` still ends the process with 0."""
+    with spawn(tmp_path / "home") as client:
+        client.call("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, WAIT)
+        assert "error" not in client.call("shutdown", None, WAIT)
+        late = client.call("textDocument/completion", completion_params("file:///late.py", 0, 3), WAIT)
+        assert late["error"]["code"] == INVALID_REQUEST
+        assert client.call("shutdown", None, WAIT)["error"]["code"] == INVALID_REQUEST
+        client.open("file:///late.py", f"# {SORT}\n")  # dropped, not an error
+        client.notify("exit")
+        assert client.proc.wait(WAIT) == 0
 
 
 def test_absurd_content_length_does_not_kill_the_server(tmp_path):

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import (
-    JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcServerNotInitialized,
+    JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcServerNotInitialized,
 )
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
@@ -56,14 +56,16 @@ class _InvalidRequest:
 
 
 class Nl2CodeProtocol(LanguageServerProtocol):
-    """pygls's protocol with two gaps closed (both left a client waiting forever):
+    """pygls's protocol with three gaps closed (each left a client waiting forever):
 
     - a request before `initialize` ran its handler, which failed for want of a workspace;
       the LSP spec wants ServerNotInitialized (-32002) and other notifications than `exit`
       dropped;
     - a request whose params do not fit its method got no response at all (pygls raises
       while parsing the frame); JSON-RPC wants an error response for every request, and
-      params may be omitted (an unknown method without params is MethodNotFound).
+      params may be omitted (an unknown method without params is MethodNotFound);
+    - a request after `shutdown` was dropped without a reply; the LSP spec wants
+      InvalidRequest (-32600).
     """
 
     def structure_message(self, data):
@@ -84,6 +86,11 @@ class Nl2CodeProtocol(LanguageServerProtocol):
         if self._workspace is None and method is not None and method not in (types.INITIALIZE, types.EXIT):
             if getattr(message, "id", None) is not None:
                 error = JsonRpcServerNotInitialized(f"{method}: the server has not been initialized")
+                self._send_response(message.id, None, error.to_response_error())
+            return
+        if self._shutdown and method is not None and method != types.EXIT:
+            if getattr(message, "id", None) is not None:
+                error = JsonRpcInvalidRequest(f"{method}: the server is shutting down")
                 self._send_response(message.id, None, error.to_response_error())
             return
         super().handle_message(message)
