@@ -444,6 +444,7 @@ def model_info(
 
     def body():
         from nl2code import checkpoint
+        from nl2code.model import resolve_precision
         from nl2code.paths import default_model_path
 
         path = model or default_model_path()
@@ -456,6 +457,8 @@ def model_info(
             "d_model": cfg.d_model,
             "layers": [cfg.n_enc_layer, cfg.n_dec_layer],
             "vocab_size": cfg.vocab_size,
+            # what generate would run: --precision / NL2CODE_PRECISION, else auto
+            "decoder_precision": resolve_precision(None) if cfg.arch == "transformer" else "float32",
             "size_bytes": size,
             "sha256": manifest["files"],
             **{k: meta[k] for k in ("languages", "corpus", "corpus_size", "training_minutes", "step",
