@@ -12,7 +12,7 @@ form keeps the model's weights but lays them out for decoding:
 - with precision "int8", every decoder matmul and the output projection run through
   fbgemm's dynamic int8 kernels on per-channel int8 weights. With five rows per matmul the
   float32 kernels run far below peak (a 5×256→8000 product takes ~0.7 ms); int8 cuts that
-  about four-fold. The encoder runs once per query and stays float32.
+  about four-fold. The encoder's matmuls use the same precision.
 
 It implements the decode protocol (encode / step / reorder_cache / expand_memory), so
 decode.py drives it like the training model. Training never sees this class.
@@ -71,6 +71,29 @@ class _Norm:
         return F.layer_norm(x, self.shape, self.w, self.b, self.eps)
 
 
+class _EncLayer:
+    def __init__(self, layer, precision: str):
+        a = layer.attn
+        self.ln1, self.ln2 = _Norm(layer.ln1), _Norm(layer.ln2)
+        self.qkv = _linear(torch.cat([a.q.weight, a.kv.weight]), torch.cat([a.q.bias, a.kv.bias]), precision)
+        self.out = _linear(a.out.weight, a.out.bias, precision)
+        self.ff1 = _linear(layer.ff[0].weight, layer.ff[0].bias, precision)
+        self.ff2 = _linear(layer.ff[2].weight, layer.ff[2].bias, precision)
+
+
+class _CrossFold:
+    """A decoder layer's cross-attention weights, laid out to fold into the memory."""
+
+    def __init__(self, layer, H: int, dh: int, precision: str):
+        ca = layer.cross
+        d = H * dh
+        self.kv = _linear(ca.kv.weight, ca.kv.bias, precision)
+        self.wq = (ca.q.weight.detach().view(H, dh, d) / math.sqrt(dh)).contiguous()  # (H, dh, d)
+        self.bq = (ca.q.bias.detach().view(H, dh, 1) / math.sqrt(dh)).contiguous()  # (H, dh, 1)
+        self.wo = ca.out.weight.detach().view(d, H, dh).permute(1, 2, 0).contiguous()  # (H, dh, d)
+        self.bo = (ca.out.bias.detach() / H).contiguous()
+
+
 class _DecLayer:
     def __init__(self, layer, precision: str):
         sa = layer.self_attn
@@ -102,14 +125,17 @@ class FastTransformer:
             self.emb = (model.embed.weight.detach() * model.scale).contiguous()
             self.pos = model.pos.detach().clone()
             self.layers = [_DecLayer(layer, precision) for layer in model.dec]
+            self.enc_layers = [_EncLayer(layer, precision) for layer in model.enc]
+            self.enc_ln = _Norm(model.enc_ln)
+            self.cross = [_CrossFold(layer, self.H, self.dh, precision) for layer in model.dec]
             self.final_ln = _Norm(model.dec_ln)
             self.out = _linear(model.embed.weight, None, precision)
         self.n_layer = len(self.layers)
 
     # the decode protocol -------------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> dict:
-        """Run the (float32) encoder once and fold each decoder layer's cross-attention
-        weights into the memory, so a step's cross-attention is two small batched matmuls.
+        """Run the encoder once and fold each decoder layer's cross-attention weights into
+        the memory, so a step's cross-attention is two small batched matmuls.
 
         With k, v the layer's projected memory (per head h and source position s):
           score[h, s] = ln2(x) . (W_q,h^T k_h[s]) / sqrt(dh) + b_q,h . k_h[s] / sqrt(dh)
@@ -117,21 +143,25 @@ class FastTransformer:
         so keys become (d, H*S) columns, the query bias and the padding mask one additive
         row, and the output projection and its bias move into the values.
         """
-        mem = self.model.encode(src, src_mask)
-        mask = mem["mask"][:, 0, 0, :]  # (B, S) True = attend
-        B, S = mask.shape
+        B, S = src.shape
         H, dh, d = self.H, self.dh, self.d
-        pad = torch.zeros(B, 1, H, S).masked_fill(~mask[:, None, None, :], float("-inf"))
+        BS = B * S
+        x = (F.embedding(src, self.emb) + self.pos[:S]).view(BS, d)
+        attend = src_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
+        for layer in self.enc_layers:
+            qkv = layer.qkv(layer.ln1(x)).view(B, S, 3, H, dh).permute(2, 0, 3, 1, 4)  # (3, B, H, S, dh)
+            a = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attend)
+            x = x + layer.out(a.transpose(1, 2).reshape(BS, d))
+            x = x + layer.ff2(F.gelu(layer.ff1(layer.ln2(x))))
+        x = self.enc_ln(x)
+        pad = torch.zeros(B, 1, H, S).masked_fill(~attend, float("-inf"))
         layers = []
-        for layer, (k, v) in zip(self.model.dec, mem["kv"]):  # k, v: (B, H, S, dh)
-            ca = layer.cross
-            wq = ca.q.weight.view(H, dh, d) / math.sqrt(dh)
-            keys = torch.einsum("bhsk,hkd->bdhs", k, wq).reshape(B, d, H * S)
-            bias = torch.einsum("bhsk,hk->bhs", k, ca.q.bias.view(H, dh) / math.sqrt(dh)).unsqueeze(1)
-            bias = (bias + pad).reshape(B, 1, H * S)
-            wo = ca.out.weight.view(d, H, dh)
-            values = torch.einsum("bhsk,dhk->bhsd", v, wo) + ca.out.bias / H
-            layers.append((keys.contiguous(), bias.contiguous(), values.reshape(B, H * S, d).contiguous()))
+        for fold in self.cross:
+            kv = fold.kv(x).view(B, S, 2, H, dh).permute(2, 0, 3, 1, 4)  # (2, B, H, S, dh)
+            keys = torch.matmul(kv[0], fold.wq).permute(0, 3, 1, 2).reshape(B, d, H * S)
+            bias = torch.matmul(kv[0], fold.bq).view(B, 1, H, S).add_(pad).view(B, 1, H * S)
+            values = torch.matmul(kv[1], fold.wo).add_(fold.bo).view(B, H * S, d)
+            layers.append((keys, bias, values))
         return {"layers": layers, "group": 1, "heads": (H, S)}
 
     @staticmethod
