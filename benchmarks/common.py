@@ -41,6 +41,43 @@ def apply_quick(args: argparse.Namespace, p: argparse.ArgumentParser, **values: 
                 setattr(args, name, value)
 
 
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (default: NL2CODE_MODEL or the bundled model)")
+
+
+# --- CoNaLa dev intents (the first 400 records of conala-train.json) ------------------------
+DEV_RECORDS = 400
+
+
+def default_conala() -> Path:
+    env = os.environ.get("NL2CODE_DATA")
+    if env:
+        return Path(env).expanduser() / "conala" / "conala-train.json"
+    return REPO.parent / "shared" / "data" / "conala" / "conala-train.json"
+
+
+def dev_intents(path: Path, limit: int | None) -> list[str]:
+    """`rewritten_intent` (else `intent`) of the dev records, the first `limit` of them."""
+    records = json.loads(Path(path).read_text(encoding="utf-8"))[:DEV_RECORDS]
+    intents = [(r.get("rewritten_intent") or r.get("intent") or "").strip() for r in records]
+    intents = [i for i in intents if i]
+    return intents[:limit] if limit else intents
+
+
+def add_conala_options(p: argparse.ArgumentParser, limit: bool = True) -> None:
+    p.add_argument("--conala", type=Path, default=default_conala(), help="CoNaLa conala-train.json")
+    if limit:
+        p.add_argument("--limit", type=int, help=f"use only the first N of the {DEV_RECORDS} dev intents")
+
+
+def run_main(p: argparse.ArgumentParser, run: Callable, report: Callable, **quick: Any) -> dict[str, Any]:
+    """Parse the flags, apply --quick's values, run, print the report, return the result."""
+    args = p.parse_args()
+    apply_quick(args, p, **quick)
+    r = run(args)
+    return finish(args, r, report(r))
+
+
 def finish(args: argparse.Namespace, results: dict[str, Any], markdown: str) -> dict[str, Any]:
     """Print the markdown section; write the result dict if --json was given."""
     print(markdown.rstrip() + "\n", flush=True)

@@ -14,30 +14,11 @@ candidates; the report says how often each variant matched the default and float
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-
-DEV_RECORDS = 400
-
-
-def default_conala() -> Path:
-    env = os.environ.get("NL2CODE_DATA")
-    if env:
-        return Path(env).expanduser() / "conala" / "conala-train.json"
-    return common.REPO.parent / "shared" / "data" / "conala" / "conala-train.json"
-
-
-def dev_intents(path: Path, limit: int | None) -> list[str]:
-    records = json.loads(Path(path).read_text(encoding="utf-8"))[:DEV_RECORDS]
-    intents = [(r.get("rewritten_intent") or r.get("intent") or "").strip() for r in records]
-    intents = [i for i in intents if i]
-    return intents[:limit] if limit else intents
-
 
 def generators(folder: Path, threads: int | None):
     """-> {variant: Generator}; all share the weights and tokenizer."""
@@ -76,7 +57,7 @@ def run(args) -> dict[str, Any]:
     folder = common.default_model_dir(args.model)
     if folder is None:
         return {"skipped": f"no model folder ({args.model or 'NL2CODE_MODEL / nl2code/assets/default'})"}
-    intents = dev_intents(args.conala, args.limit)
+    intents = common.dev_intents(args.conala, args.limit)
     gens = generators(folder, args.threads)
     names = list(gens)
     for g in gens.values():  # warm-up: first-call allocations, lazy grammar loading
@@ -117,15 +98,10 @@ def report(r: dict[str, Any]) -> str:
 
 def main() -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--model", help="model folder (default: NL2CODE_MODEL or the bundled model)")
-    p.add_argument("--conala", type=Path, default=default_conala(), help="CoNaLa conala-train.json")
-    p.add_argument("--limit", type=int, help=f"use only the first N of the {DEV_RECORDS} dev intents")
+    common.add_model_option(p)
+    common.add_conala_options(p)
     p.add_argument("--threads", type=int, help="torch threads (default: the Generator's default)")
-    args = p.parse_args()
-    common.apply_quick(args, p, limit=5)
-    r = run(args)
-    return common.finish(args, r, report(r))
-
+    return common.run_main(p, run, report, limit=5)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ real editor's LSP client adds. The clients run one after the other, not interlea
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import statistics
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.latency import default_conala, dev_intents
 from benchmarks.lsp_soak import RawClient, server_command, server_env
 
 WARMUP_INTENT = "print hello world"
@@ -171,7 +169,7 @@ def run(args) -> dict[str, Any]:
         return {"skipped": f"no model ({args.model or 'NL2CODE_MODEL / nl2code/assets/default'})"}
     if not Path(args.conala).is_file():
         return {"skipped": f"no CoNaLa file at {args.conala} (set --conala or NL2CODE_DATA)"}
-    intents = [" ".join(i.split()) for i in dev_intents(args.conala, args.limit)]
+    intents = [" ".join(i.split()) for i in common.dev_intents(args.conala, args.limit)]
     nvim = find_nvim()
     results: dict[str, Any] = {"model": str(folder), "conala": str(args.conala), "intents": len(intents),
                                "nvim": nvim, "clients": {}}
@@ -204,15 +202,10 @@ def report(r: dict[str, Any]) -> str:
 
 def main() -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--model", help="model folder (default: NL2CODE_MODEL or the bundled model)")
-    p.add_argument("--conala", type=Path, default=default_conala(), help="CoNaLa conala-train.json")
-    p.add_argument("--limit", type=int, help="use only the first N of the 400 dev intents")
+    common.add_model_option(p)
+    common.add_conala_options(p)
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for any one answer")
-    args = p.parse_args()
-    common.apply_quick(args, p, limit=5)
-    r = run(args)
-    return common.finish(args, r, report(r))
-
+    return common.run_main(p, run, report, limit=5)
 
 if __name__ == "__main__":
     main()

@@ -246,9 +246,7 @@ class RawClient:
 def soak_intents(path: Path, requests: int) -> list[str]:
     """`requests` intents cycling through the CoNaLa dev intents; pass k > 1 is marked in
     the text, so the server's cache (keyed by intent) never answers instead of the model."""
-    from benchmarks.latency import dev_intents
-
-    base = [" ".join(i.split()) for i in dev_intents(path, None)]
+    base = [" ".join(i.split()) for i in common.dev_intents(path, None)]
     return [base[i % len(base)] + (f" (pass {i // len(base) + 1})" if i >= len(base) else "")
             for i in range(requests)]
 
@@ -324,18 +322,12 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> dict[str, Any]:
-    from benchmarks.latency import default_conala
-
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=2000, help="completions to send (default 2000)")
-    p.add_argument("--model", help="model folder (default: NL2CODE_MODEL or the bundled model)")
-    p.add_argument("--conala", type=Path, default=default_conala(), help="CoNaLa conala-train.json")
+    common.add_model_option(p)
+    common.add_conala_options(p, limit=False)
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for any one answer")
-    args = p.parse_args()
-    common.apply_quick(args, p, requests=50)
-    r = run(args)
-    return common.finish(args, r, report(r))
-
+    return common.run_main(p, run, report, requests=50)
 
 if __name__ == "__main__":
     main()
