@@ -8,11 +8,14 @@ form keeps the model's weights but lays them out for decoding:
 - the self-attention cache is preallocated once per query, position-major
   (max_len, layers, k/v, rows, heads, d_head), so a step writes one slot per layer and a
   beam reorder is a single `index_select` of the filled prefix into a spare buffer;
-- the encoder's cross-attention keys and values are computed once per query;
-- with precision "int8", every decoder matmul and the output projection run through
-  fbgemm's dynamic int8 kernels on per-channel int8 weights. With five rows per matmul the
-  float32 kernels run far below peak (a 5×256→8000 product takes ~0.7 ms); int8 cuts that
-  about four-fold. The encoder's matmuls use the same precision.
+- each decoder layer's cross-attention is folded into the memory once per query (see
+  `encode`): a step's cross-attention is two batched matmuls and a softmax;
+- the encoder runs with the same fused layout;
+- with precision "int8", every matmul of encoder and decoder and the output projection run
+  through fbgemm's dynamic int8 kernels on per-channel int8 weights. With five rows per
+  matmul the float32 kernels run far below peak (a 5×256→8000 product takes ~0.7 ms); int8
+  cuts that about four-fold. Each int8 call has ~18 µs of fixed cost, which is why the
+  remaining time is mostly op dispatch (benchmarks/RESULTS.md, "Compute limit").
 
 It implements the decode protocol (encode / step / reorder_cache / expand_memory), so
 decode.py drives it like the training model. Training never sees this class.
