@@ -64,6 +64,17 @@ def dev_intents(path: Path, limit: int | None) -> list[str]:
     return intents[:limit] if limit else intents
 
 
+def model_and_conala(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """(model folder, None) when --model and --conala both exist, else (None, why the
+    benchmark is skipped)."""
+    folder = default_model_dir(args.model)
+    if folder is None:
+        return None, f"no model ({args.model or 'NL2CODE_MODEL / nl2code/assets/default'})"
+    if not Path(args.conala).is_file():
+        return None, f"no CoNaLa file at {args.conala} (set --conala or NL2CODE_DATA)"
+    return folder, None
+
+
 def add_conala_options(p: argparse.ArgumentParser, limit: bool = True) -> None:
     p.add_argument("--conala", type=Path, default=default_conala(), help="CoNaLa conala-train.json")
     if limit:

@@ -164,11 +164,9 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args) -> dict[str, Any]:
-    folder = common.default_model_dir(args.model)
-    if folder is None:
-        return {"skipped": f"no model ({args.model or 'NL2CODE_MODEL / nl2code/assets/default'})"}
-    if not Path(args.conala).is_file():
-        return {"skipped": f"no CoNaLa file at {args.conala} (set --conala or NL2CODE_DATA)"}
+    folder, skipped = common.model_and_conala(args)
+    if skipped:
+        return {"skipped": skipped}
     intents = [" ".join(i.split()) for i in common.dev_intents(args.conala, args.limit)]
     nvim = find_nvim()
     results: dict[str, Any] = {"model": str(folder), "conala": str(args.conala), "intents": len(intents),

@@ -260,11 +260,9 @@ def _model_news(message: dict) -> bool:
 
 
 def run(args) -> dict[str, Any]:
-    folder = common.default_model_dir(args.model)
-    if folder is None:
-        return {"skipped": f"no model ({args.model or 'NL2CODE_MODEL / nl2code/assets/default'})"}
-    if not Path(args.conala).is_file():
-        return {"skipped": f"no CoNaLa file at {args.conala} (set --conala or NL2CODE_DATA)"}
+    folder, skipped = common.model_and_conala(args)
+    if skipped:
+        return {"skipped": skipped}
     intents = soak_intents(args.conala, args.requests)
     uri = "file:///nl2code-soak/soak.py"
     with tempfile.TemporaryDirectory() as home, RawClient(server_command(folder), server_env(home)) as client:
