@@ -101,12 +101,11 @@ def inference_step_calls(c: ModelConfig) -> dict[str, int]:
 
 def measure_inference_matmuls(c: ModelConfig, rounds: int, calls: int) -> dict[str, dict[str, float]]:
     """µs per call of the inference form's step matmuls (BEAM rows, 1 thread), by precision."""
-    from nl2code.model.fast import int8_available
+    from nl2code.model.fast import available_precisions
 
-    d = c.d_model
-    shapes = {"d→3d": (d, 3 * d), "d→d": (d, d), "d→d_ff": (d, c.d_ff), "d_ff→d": (c.d_ff, d),
-              "d→vocab": (d, c.vocab_size)}
-    precisions = ["float32"] + (["int8"] if int8_available() else [])
+    shapes = {**linear_shapes(c), "d→3d": (c.d_model, 3 * c.d_model)}
+    shapes = {k: shapes[k] for k in inference_step_calls(c)}
+    precisions = available_precisions()
     samples = {p: {k: [] for k in shapes} for p in precisions}
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -177,13 +176,13 @@ def measure_overheads(c: ModelConfig, n_tokens: int, src_len: int, reps: int) ->
     """
     from benchmarks.decode_speed import ours
     from nl2code.model import build_model
-    from nl2code.model.fast import FastTransformer, int8_available
+    from nl2code.model.fast import FastTransformer, available_precisions
 
     tiny = dataclasses.replace(c, d_model=2 * c.n_head, d_ff=16, vocab_size=16)
     model = build_model(tiny).eval()
     calls = {f"dispatch floor, {p}": ours(FastTransformer(model, p), *common.random_src(1, src_len, 16), n_tokens,
                                           threads=1)
-             for p in ["float32"] + (["int8"] if int8_available() else [])}
+             for p in available_precisions()}
     calls["beam bookkeeping"] = ours(_FixedLogits(c.vocab_size), *common.random_src(1, src_len, 16), n_tokens,
                                      threads=1)
     times = common.alternate(calls, reps)

@@ -140,7 +140,7 @@ def load_generator(model: Optional[Path], precision: Optional[str] = None):
     return Generator.from_checkpoint(model, precision=precision)
 
 
-PRECISION_HELP = "Decoder weights: int8 (faster), float32, or auto (int8 where PyTorch supports it)."
+PRECISION_HELP = "Model matmuls: int8 (faster), float32, or auto (int8 where PyTorch supports it)."
 
 
 def _print_code(code: str, lang: str, tty: bool) -> None:
@@ -458,7 +458,7 @@ def model_info(
             "layers": [cfg.n_enc_layer, cfg.n_dec_layer],
             "vocab_size": cfg.vocab_size,
             # what generate would run: --precision / NL2CODE_PRECISION, else auto
-            "decoder_precision": resolve_precision(None) if cfg.arch == "transformer" else "float32",
+            "precision": resolve_precision(None) if cfg.arch == "transformer" else "float32",
             "size_bytes": size,
             "sha256": manifest["files"],
             **{k: meta[k] for k in ("languages", "corpus", "corpus_size", "training_minutes", "step",

@@ -20,7 +20,7 @@ from nl2code.config import DecodeConfig
 from nl2code.tokenizer import BOS, EOS, PAD
 
 NEG = -1e9
-_NEVER = [PAD, BOS]  # ids a model must never emit
+_NEVER = torch.tensor([PAD, BOS])  # ids a model must never emit
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     for t in range(cfg.max_len):
         logits, cache = model.step(tokens[:, -1:], memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        logp[:, _NEVER] = NEG
+        logp.index_fill_(1, _NEVER, NEG)
         if t < cfg.min_len:
             logp[:, EOS] = NEG
         if greedy:
@@ -130,12 +130,11 @@ def _beam(model, src, src_mask, cfg: DecodeConfig):
     done = torch.zeros(B, dtype=torch.bool)  # sticky: a done intent's finished list is final
     toks: list[torch.Tensor] = []  # per step: (BK,) token of each alive row
     parents: list[torch.Tensor] = []  # per step: (BK,) the row it extended
-    never = torch.tensor(_NEVER)
     cache = None
     for t in range(L):
         logits, cache = model.step(last, memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
-        logp.index_fill_(1, never, NEG)
+        logp.index_fill_(1, _NEVER, NEG)
         if t < cfg.min_len:
             logp[:, EOS] = NEG
         # the best 2K extensions of each row contain the best 2K of its intent

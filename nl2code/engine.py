@@ -66,7 +66,7 @@ class Generator:
         from nl2code.checkpoint import load_model
         from nl2code.model import for_inference, resolve_precision
 
-        resolve_precision(precision)  # a bad value fails before the model loads
+        precision = resolve_precision(precision)  # a bad value fails before the model loads
         if threads:
             torch.set_num_threads(threads)
         path = Path(path) if path else default_model_path()

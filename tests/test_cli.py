@@ -431,9 +431,9 @@ def test_model_info(tiny_model):
     assert info["d_model"] == 64 and info["layers"] == [2, 2]
     assert set(info["sha256"]) >= {"model.safetensors", "config.json", "tokenizer.model"}
     assert info["size_bytes"] > 0
-    assert info["decoder_precision"] in ("int8", "float32")
+    assert info["precision"] in ("int8", "float32")
     f32 = runner.invoke(app, ["model", "info", "-m", str(tiny_model), "--json"], env={"NL2CODE_PRECISION": "float32"})
-    assert json.loads(f32.stdout)["decoder_precision"] == "float32"
+    assert json.loads(f32.stdout)["precision"] == "float32"
     text = runner.invoke(app, ["model", "info"], env={"NL2CODE_MODEL": str(tiny_model)})
     assert text.exit_code == 0 and "d_model" in text.stdout
 

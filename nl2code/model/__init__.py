@@ -40,9 +40,9 @@ def resolve_precision(precision: str | None = None) -> str:
     if value not in PRECISIONS:
         raise UsageError(f"unknown precision {value!r}: use {', '.join(PRECISIONS)}")
     if value == "auto":
-        from nl2code.model.fast import int8_available
+        from nl2code.model.fast import available_precisions
 
-        return "int8" if int8_available() else "float32"
+        return available_precisions()[-1]
     return value
 
 
@@ -51,8 +51,6 @@ def for_inference(model, precision: str | None = None):
     value = resolve_precision(precision)
     if model.cfg.arch != "transformer":
         return model, "float32"
-    from nl2code.model.fast import FastTransformer, int8_available
+    from nl2code.model.fast import FastTransformer
 
-    if value == "int8" and not int8_available():
-        raise UsageError("int8 needs PyTorch's fbgemm engine, which this build lacks: use --precision float32")
     return FastTransformer(model, value), value

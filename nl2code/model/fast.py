@@ -29,11 +29,18 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from nl2code.errors import UsageError
+
 PRECISIONS = ("float32", "int8")
 
 
 def int8_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def available_precisions() -> list[str]:
+    """The precisions this PyTorch build can run, float32 first."""
+    return ["float32"] + (["int8"] if int8_available() else [])
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
@@ -74,12 +81,18 @@ class _Norm:
         return F.layer_norm(x, self.shape, self.w, self.b, self.eps)
 
 
+def _fused_qkv(attn, precision: str, q_scale: float = 1.0):
+    """One matmul for an Attention's q and its k/v projections: output [q | k | v]."""
+    w = torch.cat([attn.q.weight * q_scale, attn.kv.weight])
+    b = torch.cat([attn.q.bias * q_scale, attn.kv.bias])
+    return _linear(w, b, precision)
+
+
 class _EncLayer:
     def __init__(self, layer, precision: str):
-        a = layer.attn
         self.ln1, self.ln2 = _Norm(layer.ln1), _Norm(layer.ln2)
-        self.qkv = _linear(torch.cat([a.q.weight, a.kv.weight]), torch.cat([a.q.bias, a.kv.bias]), precision)
-        self.out = _linear(a.out.weight, a.out.bias, precision)
+        self.qkv = _fused_qkv(layer.attn, precision)
+        self.out = _linear(layer.attn.out.weight, layer.attn.out.bias, precision)
         self.ff1 = _linear(layer.ff[0].weight, layer.ff[0].bias, precision)
         self.ff2 = _linear(layer.ff[2].weight, layer.ff[2].bias, precision)
 
@@ -99,15 +112,11 @@ class _CrossFold:
 
 class _DecLayer:
     def __init__(self, layer, precision: str):
-        sa = layer.self_attn
-        qkv_w = torch.cat([sa.q.weight, sa.kv.weight], dim=0)
-        qkv_b = torch.cat([sa.q.bias, sa.kv.bias], dim=0)
         self.ln1, self.ln2, self.ln3 = _Norm(layer.ln1), _Norm(layer.ln2), _Norm(layer.ln3)
-        self.qkv = _linear(qkv_w, qkv_b, precision)
-        self.self_out = _linear(sa.out.weight, sa.out.bias, precision)
-        ff1, ff2 = layer.ff[0], layer.ff[2]
-        self.ff1 = _linear(ff1.weight, ff1.bias, precision)
-        self.ff2 = _linear(ff2.weight, ff2.bias, precision)
+        self.qkv = _fused_qkv(layer.self_attn, precision)
+        self.self_out = _linear(layer.self_attn.out.weight, layer.self_attn.out.bias, precision)
+        self.ff1 = _linear(layer.ff[0].weight, layer.ff[0].bias, precision)
+        self.ff2 = _linear(layer.ff[2].weight, layer.ff[2].bias, precision)
 
 
 class FastTransformer:
@@ -116,8 +125,8 @@ class FastTransformer:
     def __init__(self, model, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if precision == "int8" and not int8_available():
-            raise RuntimeError("int8 needs PyTorch's fbgemm engine, which this build lacks")
+        if precision not in available_precisions():
+            raise UsageError("int8 needs PyTorch's fbgemm engine, which this build lacks: use --precision float32")
         model.eval()
         c = model.cfg
         self.cfg, self.precision, self.model = c, precision, model
@@ -224,6 +233,3 @@ class FastTransformer:
             return {"t": t, "buf": fresh, "spare": torch.empty(shape)}
         torch.index_select(buf[:t], 3, beam_idx, out=spare[:t])
         return {"t": t, "buf": spare, "spare": buf}
-
-    def info(self) -> dict:
-        return {"precision": self.precision}
