@@ -80,7 +80,11 @@ def _save_weights(state: dict, path: Path) -> None:
 def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, Any] | None = None,
                extra: dict[str, bytes] | None = None) -> None:
     def fill(tmp: Path) -> None:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        import torch
+
+        half = getattr(cfg, "weights_dtype", "float32") == "float16"
+        state = {k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
+                 for k, v in model.state_dict().items()}
         _save_weights(state, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"model": to_dict(cfg), "meta": meta or {}}, indent=2))
         tokenizer.save(tmp / TOKENIZER)
@@ -154,6 +158,10 @@ def load_model(path: str | Path, verify_hashes: bool = True):
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path / WEIGHTS} is not valid safetensors: {exc}") from None
+    import torch
+
+    if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
+        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     model = build_model(cfg)
     try:
         model.load_state_dict(state, strict=True)
@@ -164,10 +172,41 @@ def load_model(path: str | Path, verify_hashes: bool = True):
     return model, cfg, tok, meta
 
 
-def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any]) -> None:
+def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half: bool = False) -> None:
     """Copy a verified model folder to dst with extra metadata (for shipping a model).
 
     Only the inference files travel (weights, config, tokenizer); training state stays.
+    half: store the weights as float16 (half the size; loaded back as float32).
     """
+    import dataclasses
+
     model, cfg, tok, meta = load_model(src)
+    if half:
+        cfg = dataclasses.replace(cfg, weights_dtype="float16")
     save_model(Path(dst), model, cfg, tok, {**meta, **meta_update})
+
+
+def average(srcs: list[str | Path], dst: str | Path) -> None:
+    """Average the weights of checkpoints of one run (same config and tokenizer)."""
+    import torch
+
+    if len(srcs) < 2:
+        raise UsageError("averaging needs at least two model folders")
+    model, cfg, tok, meta = load_model(srcs[0])
+    total = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+    for other in srcs[1:]:
+        m2, cfg2, tok2, _ = load_model(other)
+        if dataclasses_key(cfg2) != dataclasses_key(cfg) or tok2.vocab_size != tok.vocab_size:
+            raise UsageError(f"{other} has another shape or tokenizer than {srcs[0]}: cannot average")
+        for k, v in m2.state_dict().items():
+            total[k] += v.detach().double()
+    state = {k: (v / len(srcs)).to(model.state_dict()[k].dtype) for k, v in total.items()}
+    model.load_state_dict(state)
+    save_model(Path(dst), model, cfg, tok, {**meta, "averaged_from": [str(s) for s in srcs]})
+
+
+def dataclasses_key(cfg: ModelConfig) -> dict[str, Any]:
+    d = to_dict(cfg)
+    d.pop("weights_dtype", None)
+    d.pop("dropout", None)
+    return d

@@ -475,6 +475,7 @@ def model_package(
     out: Path = typer.Option(..., "--out", "-o", help="Destination folder (e.g. nl2code/assets/default)."),
     meta: list[str] = typer.Option([], "--meta", help="KEY=JSON metadata to record (repeatable)."),
     meta_file: list[Path] = typer.Option([], "--meta-file", help="KEY=FILE.json metadata (repeatable)."),
+    half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size)."),
 ):
     """Copy a model for shipping, without training state, adding metadata (dev scores ...)."""
 
@@ -494,7 +495,23 @@ def model_package(
                 update[key] = json.loads(Path(value).read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise UsageError(f"--meta-file {item}: {exc}") from None
-        checkpoint.package(src, out, update)
+        checkpoint.package(src, out, update, half=half)
+        typer.echo(str(out))
+
+    run_guarded(body)
+
+
+@model_app.command("average")
+def model_average(
+    srcs: list[Path] = typer.Argument(..., help="Model folders of one run (e.g. its saved checkpoints)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Destination folder."),
+):
+    """Average the weights of several checkpoints of one training run."""
+
+    def body():
+        from nl2code import checkpoint
+
+        checkpoint.average(srcs, out)
         typer.echo(str(out))
 
     run_guarded(body)
