@@ -196,6 +196,15 @@ def test_why_lost_names_the_reason():
     assert any("reranker overrode" in r for r in rerank)
 
 
+def test_worst_case_shows_the_closest_candidate_even_when_ranked_low():
+    case = {"id": 0, "intent": "i", "reference": "len(xs)", "answer": "a", "answered": True, "bleu": 0.0,
+            "candidates": [{"code": c, "bleu": b, "parses": True} for c, b in
+                           [("a", 0.0), ("b", 1.0), ("c", 2.0), ("d", 3.0), ("len(xs)", 100.0)]]}
+    cell = evalrep._candidates_cell(case)
+    assert "#5 · BLEU 100" in cell and "#3 · BLEU 2" in cell and "#4" not in cell
+    assert "candidate #5 was closer (BLEU 100 vs 0)" in evalrep.why_lost(case)
+
+
 # --- eval report ---------------------------------------------------------------------------------
 
 def test_eval_report_numbers_match_the_json(eval_files, tmp_path):
@@ -256,11 +265,18 @@ def test_exec_report_shows_pass_at_k_by_tag_and_style(tmp_path):
     assert "AssertionError: expected 3, got 5" in worst[1][4] and "0 of 2 candidates passed" in worst[1][4]
 
 
-def test_not_a_report_is_a_usage_error():
+@pytest.mark.parametrize("bad, match", [
+    ({"hello": 1}, "not an nl2code eval report"), ([1, 2], "not an nl2code eval report"),
+    ({"bleu": "high"}, "not an nl2code eval report"), ({"bleu": 3.0, "cases": [1]}, "'cases' must be"),
+    ({"kind": "exec", "overall": {"pass@1": "half"}}, "malformed execution-suite"),
+    ({**EXEC, "by_tag": [1]}, "malformed execution-suite"),
+    ({**EXEC, "by_style": {"terse": {"pass@1": None}}}, "malformed execution-suite"),
+])
+def test_not_a_report_is_a_usage_error(bad, match):
     from nl2code.errors import UsageError
 
-    with pytest.raises(UsageError, match="not an nl2code eval report"):
-        rp.eval_html({"hello": 1})
+    with pytest.raises(UsageError, match=match):
+        rp.eval_html(bad)
 
 
 def test_missing_matplotlib_is_one_line(eval_files, monkeypatch):

@@ -23,14 +23,32 @@ CLOSER = 5.0  # sentence-BLEU points by which another candidate must beat the an
 _NAME = re.compile(r"`([^`\n]+)`|(?<![\w`])(['\"])((?:(?!\2)[^\n])*?)\2(?![\w])")
 
 
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def kind_of(report: dict[str, Any]) -> str:
+    """"bleu" or "exec", after checking the shapes the report pages read."""
     if not isinstance(report, dict):
         raise UsageError("not an nl2code eval report: expected a JSON object")
-    if report.get("kind") == "exec" or any(str(k).startswith("pass@") for k in report.get("overall", {}) or {}):
-        return "exec"
-    if "bleu" in report:
-        return "bleu"
-    raise UsageError("not an nl2code eval report: no 'bleu' or exec 'overall' figures in it")
+    overall = report.get("overall")
+    if report.get("kind") == "exec" or (isinstance(overall, dict) and any(str(k).startswith("pass@") for k in overall)):
+        kind = "exec"
+        by = [report.get(name) or {} for name in ("by_lang", "by_tag", "by_style")]
+        groups = [overall] + [g for d in by if isinstance(d, dict) for g in d.values()]
+        groups += [None for d in by if not isinstance(d, dict)]  # a by_* that is not an object
+        if not isinstance(overall, dict) or not all(isinstance(g, dict) and all(_is_num(v) for k, v in g.items()
+                                                                                if str(k).startswith("pass@"))
+                                                     for g in groups):
+            raise UsageError("malformed execution-suite report: 'overall' and by_* groups must map pass@k to numbers")
+    elif _is_num(report.get("bleu")):
+        kind = "bleu"
+    else:
+        raise UsageError("not an nl2code eval report: no 'bleu' or exec 'overall' figures in it")
+    cases = report.get("cases")
+    if cases is not None and not (isinstance(cases, list) and all(isinstance(c, dict) for c in cases)):
+        raise UsageError("malformed eval report: 'cases' must be a list of objects")
+    return kind
 
 
 def as_percent(values: list[float]) -> float:
@@ -93,8 +111,14 @@ def worst_cases(cases: list[dict[str, Any]], k: int = WORST) -> list[dict[str, A
 
 
 def _candidates_cell(case: dict[str, Any]) -> Markup:
+    """The first few candidates, plus the closest one when it ranked below them."""
+    cands = list(enumerate(case.get("candidates") or []))
+    shown = cands[:SHOWN_CANDIDATES]
+    closest = max(cands, key=lambda t: (float(t[1].get("bleu", 0.0)), -t[0]), default=None)
+    if closest is not None and closest[0] >= SHOWN_CANDIDATES:
+        shown.append(closest)
     out = []
-    for i, c in enumerate((case.get("candidates") or [])[:SHOWN_CANDIDATES]):
+    for i, c in shown:
         chosen = case.get("answered", True) and c.get("code") == case.get("answer")
         marks = [f"#{i + 1}", f"BLEU {float(c.get('bleu', 0.0)):.0f}",
                  "parses" if c.get("parses", True) else "does not parse"]
@@ -159,7 +183,8 @@ def bleu_report(rep: dict[str, Any]) -> str:
         sections.append(section(
             "worst", f"Worst {len(worst)} cases",
             note("Unanswered first, then lowest sentence BLEU (add-one smoothed); up to "
-                 f"{SHOWN_CANDIDATES} candidates each, in the order the reranker put them."),
+                 f"{SHOWN_CANDIDATES} candidates each in the order the reranker put them, and the closest "
+                 "one when it ranked lower."),
             table(["#", "intent", "reference", "top candidates", "BLEU", "why it lost"], rows, cls="cases",
                   numeric=(0, 4), widths=("4%", "20%", "20%", "32%", "6%", "18%"))))
     else:

@@ -67,8 +67,7 @@ def grouped_bars(title: str, groups: Sequence[str], series: dict[str, Sequence[f
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     if len(series) > 1:
-        ax.legend(fontsize=8, ncols=min(len(series), 4), loc="upper center", bbox_to_anchor=(0.5, -0.18 if counts else -0.1),
-                  frameon=False)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)  # clear of the labels
     return to_uri(fig)
 
 
