@@ -77,8 +77,7 @@ def why_lost(case: dict[str, Any]) -> list[str]:
     cands = case.get("candidates") or []
     bleu = float(case.get("bleu", 0.0))
     if not case.get("answered", answer is not None):
-        tried = f" ({len(cands)} kept)" if cands else ""
-        reasons.append(f"unanswered: no candidate parsed{tried}")
+        reasons.append("unanswered: no candidate parsed")
     ref = case.get("reference", "")
     missed = [n for n in intent_names(case.get("intent", "")) if n in ref and n not in (answer or "")]
     if missed and answer is not None:
