@@ -445,6 +445,10 @@ def eval_cmd(
 
             rp.require()  # before a long evaluation, not after
         if compare:
+            unused = [flag for flag, on in (("--baseline", baseline), ("--train", train_data), ("--first", first),
+                                            ("--train-skip", train_skip), ("--format", fmt != "auto")) if on]
+            if unused:
+                raise UsageError(f"--compare reads two finished reports: {', '.join(unused)} would do nothing")
             return _compare(compare, dataset, report_path, as_json)
         if dataset is None:
             raise UsageError("no dataset: nl2code eval DATASET, or nl2code eval --compare A.json B.json")

@@ -331,6 +331,7 @@ def test_compare_bad_input_is_one_line(eval_files, tmp_path):
         one_line_error(runner.invoke(app, ["eval", "--compare", *map(str, args)]), match=match)
     one_line_error(runner.invoke(app, ["eval", str(test), "--compare", str(good), str(good)]), match="no dataset")
     one_line_error(runner.invoke(app, ["eval"]), match="no dataset")
+    one_line_error(runner.invoke(app, ["eval", "--compare", str(good), str(good), "--first", "3"]), match="--first would do nothing")
 
 
 def test_compare_exec_reports():
