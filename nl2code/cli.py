@@ -29,6 +29,8 @@ class DefaultGroup(TyperGroup):
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         group_opts = {"--help", "-h", "--version", "-V", "--install-completion", "--show-completion"}
+        if args[:2] == ["train", "report"]:  # `train` takes a config path; its one subcommand
+            args = ["train-report", *args[2:]]
         if not args:
             if not sys.stdin.isatty():
                 args = ["generate"]
@@ -358,6 +360,7 @@ def train_cmd(
             raise UsageError("no corpus: pass --corpus DIR or set [train] corpus")
         console = _stderr()
         log_path = Path(tcfg.out) / "log.jsonl" if tcfg.out else None
+        resumed_at = _resume_step(Path(tcfg.out)) if resume and tcfg.out else None
 
         def log(rec: dict) -> None:
             if log_path is not None:
@@ -376,8 +379,37 @@ def train_cmd(
             else:
                 console.print(f"{rec['event']} at step {rec.get('step')}", markup=False)
 
+        if resumed_at is not None and os.environ.get("RANK", "0") == "0":
+            log({"event": "resumed", "step": resumed_at})  # the training report marks it
         best = train(tcfg, mcfg, resume=resume, log=log)
         typer.echo(str(best))
+
+    run_guarded(body)
+
+
+def _resume_step(out: Path) -> Optional[int]:
+    """The step a --resume continues from (None if there is nothing to resume: train says why)."""
+    from nl2code import checkpoint
+
+    try:
+        step = checkpoint.load_config(out / "last")[1].get("step")
+    except (Nl2CodeError, OSError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+@app.command("train-report", hidden=True)
+def train_report_cmd(
+    run_dir: Path = typer.Argument(..., help="A training folder (holds log.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN_DIR/report.html)."),
+):
+    """`nl2code train report RUN_DIR`: loss, dev loss, dev BLEU, tokens/s and lr as an HTML page."""
+
+    def body():
+        from nl2code import report as rp
+
+        path = rp.write(out or run_dir / "report.html", rp.train_html(run_dir))
+        typer.echo(str(path))
 
     run_guarded(body)
 
@@ -386,7 +418,7 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Path = typer.Argument(..., help="CoNaLa JSON, NL2Bash .nl/.cm prefix, or JSONL."),
+    dataset: Optional[Path] = typer.Argument(None, help="CoNaLa JSON, NL2Bash .nl/.cm prefix, or JSONL."),
     lang: str = typer.Option("python", "-l", "--lang"),
     fmt: str = typer.Option("auto", "--format", help="conala, nl2bash, jsonl or auto."),
     first: int = typer.Option(0, "--first", help="Use only the first N examples (CoNaLa dev: 400)."),
@@ -396,8 +428,11 @@ def eval_cmd(
                                            help="copy (intent as code) or nearest (needs --train)."),
     train_data: Optional[Path] = typer.Option(None, "--train", help="Training data for --baseline nearest."),
     train_skip: int = typer.Option(0, "--train-skip", help="Skip the first N training records (CoNaLa: 400)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, with a record per example."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report (needs nl2code[report])."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", metavar="A.json B.json",
+                                                        help="Compare two `eval --json` files side by side."),
 ):
     """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate."""
 
@@ -405,6 +440,18 @@ def eval_cmd(
         from nl2code import evaluate
         from nl2code.syntax import canonical_lang
 
+        if report_path is not None:
+            from nl2code import report as rp
+
+            rp.require()  # before a long evaluation, not after
+        if compare:
+            unused = [flag for flag, on in (("--baseline", baseline), ("--train", train_data), ("--first", first),
+                                            ("--train-skip", train_skip), ("--format", fmt != "auto")) if on]
+            if unused:
+                raise UsageError(f"--compare reads two finished reports: {', '.join(unused)} would do nothing")
+            return _compare(compare, dataset, report_path, as_json)
+        if dataset is None:
+            raise UsageError("no dataset: nl2code eval DATASET, or nl2code eval --compare A.json B.json")
         lang_c = canonical_lang(lang)
         data = evaluate.load_dataset(dataset, fmt, first)
         if baseline == "copy":
@@ -428,9 +475,28 @@ def eval_cmd(
         else:
             raise UsageError(f"unknown baseline {baseline!r}: use copy or nearest")
         report = {"dataset": str(dataset), "system": name, **evaluate.summarise(rows, lang_c)}
+        if as_json or report_path is not None:
+            report_full = {**report, **evaluate.details(rows)}
+            if report_path is not None:
+                _stderr().print(f"report: {rp.write(report_path, rp.eval_html(report_full))}", markup=False)
+            report = report_full if as_json else report
         _emit_report(report, as_json)
 
     run_guarded(body)
+
+
+def _compare(files, dataset, report_path, as_json) -> None:
+    from nl2code import report as rp
+
+    if dataset is not None:
+        raise UsageError("--compare takes two eval JSON reports and no dataset")
+    result = rp.compare(rp.load_eval(files[0]), rp.load_eval(files[1]))
+    if report_path is not None:
+        _stderr().print(f"report: {rp.write(report_path, rp.compare_html(result))}", markup=False)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        sys.stdout.write(rp.compare_text(result))
 
 
 # --- model ----------------------------------------------------------------------------------
