@@ -172,18 +172,42 @@ def load_model(path: str | Path, verify_hashes: bool = True):
     return model, cfg, tok, meta
 
 
-def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half: bool = False) -> None:
+# files a model folder may carry beside the model itself (all covered by the manifest)
+AUX_FILES = ("explain.safetensors", "explain.json", "index.sqlite", "api.json")
+
+
+def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half: bool = False,
+            explain: str | Path | None = None, corpus: str | Path | None = None) -> None:
     """Copy a verified model folder to dst with extra metadata (for shipping a model).
 
-    Only the inference files travel (weights, config, tokenizer); training state stays.
+    Only the inference files travel (weights, config, tokenizer, and the auxiliary files
+    it already carries); training state stays.
     half: store the weights as float16 (half the size; loaded back as float32).
+    explain: a reverse model folder (task "explain", same tokenizer) to carry along.
+    corpus: a `data build` output whose retrieval index and API table to carry along.
     """
     import dataclasses
 
     model, cfg, tok, meta = load_model(src)
     if half:
         cfg = dataclasses.replace(cfg, weights_dtype="float16")
-    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update})
+    extra = {name: (Path(src) / name).read_bytes() for name in AUX_FILES if (Path(src) / name).is_file()}
+    if explain is not None:
+        from nl2code import explain as explain_mod
+
+        tmp_tok = Path(tempfile.mkdtemp())
+        try:
+            tok.save(tmp_tok / TOKENIZER)
+            extra.update(explain_mod.attach(tmp_tok, Path(explain)))
+        finally:
+            shutil.rmtree(tmp_tok, ignore_errors=True)
+    if corpus is not None:
+        for name in ("index.sqlite", "api.json"):
+            f = Path(corpus) / name
+            if not f.is_file():
+                raise UsageError(f"{corpus} has no {name}: rebuild it with `nl2code data build`")
+            extra[name] = f.read_bytes()
+    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update}, extra=extra)
 
 
 def average(srcs: list[str | Path], dst: str | Path) -> None:

@@ -160,12 +160,20 @@ def _explain(cands, lang: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"candidates ({lang})", show_lines=False)
-    for col in ("#", "score", "logprob", "parses", "coverage", "code"):
-        table.add_column(col, overflow="fold")
+    for col in ("#", "score", "logprob", "parses", "coverage", "from", "recon", "why", "code"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("why", "code"), min_width=24 if col == "code" else None)
     for i, c in enumerate(cands, 1):
+        f = c.features
+        recon = f.get("reconstruction")
+        why = "; ".join(list(f.get("api_problems", [])) + list(c.danger))
         table.add_row(str(i), f"{c.score:.3f}", f"{c.logprob:.2f}", "yes" if c.parses else "no",
-                      f"{c.features.get('coverage', 1.0):.2f}", c.code)
-    _stderr().print(table)
+                      f"{f.get('coverage', 1.0):.2f}",
+                      f"retrieved {f.get('similarity', 0):.2f}" if f.get("retrieved") else "model",
+                      "" if recon is None else f"{recon:.2f}", why, c.code)
+    console = _stderr()
+    if not console.is_terminal:  # a log or a pipe: room for the code, never folded mid-token
+        console.width = max(console.width, 200)
+    console.print(table)
 
 
 def _warn_danger(cands) -> None:
@@ -237,6 +245,40 @@ def generate(
             if i:
                 sys.stdout.write("\n# ---\n")
             _print_code(c.code, lang_c, tty)
+
+    run_guarded(body)
+
+
+@app.command("explain")
+def explain_cmd(
+    code: Optional[str] = typer.Argument(None, help="The code to explain ('-' or none: read stdin)."),
+    lang: str = typer.Option("python", "-l", "--lang", help="Language of the code: python, bash."),
+    num: int = typer.Option(1, "-n", "--num", min=1, max=10, help="Explanations to print."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
+                                         help="Model folder (default: the bundled model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+):
+    """Say in words what a snippet of code does (the reverse model)."""
+
+    def body():
+        from nl2code.syntax import canonical_lang
+
+        lang_c = canonical_lang(lang)
+        text = code
+        if text in (None, "-"):
+            if sys.stdin.isatty():
+                raise UsageError('no code given: nl2code explain "CODE" (or pipe it on stdin)')
+            text = read_stdin()
+        if not text.strip():
+            raise UsageError("empty code: give the code to explain as an argument or on stdin")
+        gen = load_generator(model, precision)
+        texts = gen.explain(text, lang_c, n=num)
+        if as_json:
+            sys.stdout.write(json.dumps({"code": text, "lang": lang_c, "model": str(gen.path),
+                                         "explanations": texts, "error": None}, ensure_ascii=False) + "\n")
+            return
+        sys.stdout.write("\n".join(texts) + "\n")
 
     run_guarded(body)
 
@@ -542,6 +584,8 @@ def model_package(
     meta: list[str] = typer.Option([], "--meta", help="KEY=JSON metadata to record (repeatable)."),
     meta_file: list[Path] = typer.Option([], "--meta-file", help="KEY=FILE.json metadata (repeatable)."),
     half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size)."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="A reverse (code -> intent) model to carry along."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="A data build output: carry its retrieval index and API table."),
 ):
     """Copy a model for shipping, without training state, adding metadata (dev scores ...)."""
 
@@ -561,7 +605,7 @@ def model_package(
                 update[key] = json.loads(Path(value).read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise UsageError(f"--meta-file {item}: {exc}") from None
-        checkpoint.package(src, out, update, half=half)
+        checkpoint.package(src, out, update, half=half, explain=explain, corpus=corpus)
         typer.echo(str(out))
 
     run_guarded(body)

@@ -25,7 +25,9 @@ from nl2code.errors import DataError
 from nl2code.paths import data_root
 
 KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
-_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard"}
+_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval"}
+# sources whose pairs the retrieval index holds, unless the recipe's `retrieval` lists them
+_RETRIEVAL_KINDS = ("conala", "jsonl", "nl2bash", "tldr", "pydoc")
 _GUARD_KEYS = {"kind", "path", "optional"}
 
 
@@ -57,6 +59,7 @@ class Recipe:
     sources: list[Source]
     leak_guard: list[dict[str, str]]
     dedup_near: bool = True
+    retrieval: list[str] | None = None  # source tags for the retrieval index
 
 
 def _expand(value: str, root: Path) -> Path:
@@ -97,7 +100,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if not sources:
         raise DataError(f"{path}: the recipe names no [[source]]")
     guard = raw.get("leak_guard", [])
-    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True))
+    retrieval = raw.get("retrieval")
+    if retrieval is not None and (not isinstance(retrieval, list) or not all(isinstance(x, str) for x in retrieval)):
+        raise DataError(f"{path}: retrieval must be a list of source names")
+    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval)
 
 
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
@@ -351,5 +357,33 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         "drops": dict(report.drops),
         "problems": report.problems,
     }
+    if progress:
+        progress("retrieval index and API table")
+    stats["retrieval"] = _write_index(recipe, train, out)
+    stats["api_versions"] = _write_api_table(train, out)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return stats
+
+
+def retrieval_tags(recipe: Recipe) -> set[str]:
+    if recipe.retrieval is not None:
+        return set(recipe.retrieval)
+    tags = set()
+    for s in recipe.sources:
+        if s.kind in _RETRIEVAL_KINDS:
+            tags.update({s.name, f"{s.name}-named"})
+    return tags
+
+
+def _write_index(recipe: Recipe, train: list[Example], out: Path) -> dict:
+    from nl2code import retrieval
+
+    return retrieval.build(train, out / retrieval.INDEX_FILE, retrieval_tags(recipe))
+
+
+def _write_api_table(train: list[Example], out: Path) -> dict:
+    from nl2code import apicheck
+
+    table = apicheck.build_table(e.code for e in train if e.lang == "bash")
+    apicheck.save_table(table, out / apicheck.API_FILE)
+    return table["versions"]
