@@ -1,9 +1,11 @@
 """The child program of the execution suite: runs ONE snippet for ONE case and writes a verdict.
 
-Started by nl2code.execsuite as `python -I exec_driver.py JOB.json RESULT.json` in a fresh
-temporary folder, in its own process group, with stdin from /dev/null. It imports nothing
-from nl2code (standard library only) and sets its own resource limits before it reads the
-job, so every process it starts (bash, the candidate's subprocesses) inherits them.
+Started by nl2code.execrun as `python -I exec_driver.py JOB.json RESULT.json` in a fresh
+temporary folder, in its own process group, with stdin from /dev/null, or forked for each
+job by a long-lived `exec_driver.py --serve` process that has pandas/numpy/matplotlib
+imported already (see serve). It imports nothing from nl2code (standard library only) and
+sets the job's resource limits before it reads the job's code, so every process it starts
+(bash, the candidate's subprocesses) inherits them.
 
 Python cases: a prelude of common imports, the case's setup, then the candidate. When the
 candidate's last statement is an expression its value becomes `_result`. The check runs in
@@ -14,6 +16,8 @@ the same namespace with these helpers:
                         is one, and the printed text itself
     eq(v, expected)     tolerant equality (lists vs tuples/arrays/Series, float closeness)
     found_eq(expected)  some produced value eq expected;  found(pred): pred(v) for some value
+    frame_eq(v, expected, ignore_index=False), found_frame(expected, ...): pandas DataFrame or
+                        Series equality by values and labels, ignoring dtypes (int vs float, str)
 Bash cases: setup and candidate run with `bash -c` in the work folder; the check is Python
 with out, err, rc (the candidate's stdout, stderr, exit status), lines(text=out), read(path),
 exists(path) and the modules os, re, json, Path.
@@ -39,7 +43,7 @@ PRELUDE = ("import os, sys, re, json, math, random, time, datetime, collections,
            "statistics, operator, textwrap, heapq, bisect, copy, uuid, decimal, fractions, "
            "calendar, struct, tempfile, zipfile, tarfile, gzip, io, urllib.parse\n"
            "random.seed(0)\n")
-HELPERS = ("_result", "_stdout", "_values", "eq", "found", "found_eq")
+HELPERS = ("_result", "_stdout", "_values", "eq", "found", "found_eq", "frame_eq", "found_frame")
 
 
 class Stage(Exception):
@@ -140,6 +144,23 @@ def eq(v, expected, ordered=True, tol=1e-6) -> bool:
         return False
 
 
+def frame_eq(v, expected, ignore_index=False) -> bool:
+    import pandas as pd
+
+    kind = pd.DataFrame if isinstance(expected, pd.DataFrame) else pd.Series
+    if not isinstance(v, kind):
+        return False
+    if ignore_index:
+        v, expected = v.reset_index(drop=True), expected.reset_index(drop=True)
+    assert_equal = pd.testing.assert_frame_equal if kind is pd.DataFrame else pd.testing.assert_series_equal
+    try:
+        assert_equal(v, expected, check_dtype=False, check_index_type=False, check_names=False,
+                     **({"check_column_type": False} if kind is pd.DataFrame else {}))
+        return True
+    except (AssertionError, TypeError, ValueError):
+        return False
+
+
 def produced(ns: dict, before: dict, stdout: str) -> list:
     values = []
     if ns.get("_result") is not None:
@@ -197,7 +218,8 @@ def run_python(job: dict) -> None:
     ns.setdefault("_result", None)
     ns.update(_stdout=stdout, _values=values, eq=eq,
               found_eq=lambda expected, **kw: any(eq(v, expected, **kw) for v in values),
-              found=lambda pred: any(_safe(pred, v) for v in values))
+              found=lambda pred: any(_safe(pred, v) for v in values), frame_eq=frame_eq,
+              found_frame=lambda expected, **kw: any(frame_eq(v, expected, **kw) for v in values))
     check(job["check"], ns)
 
 
@@ -248,8 +270,7 @@ def run_bash(job: dict, run: Path) -> None:
         raise Stage("check", str(exc) + (f"\nstderr: {tail}" if tail else "")) from None
 
 
-def main() -> int:
-    job_path, result_path = sys.argv[1], sys.argv[2]
+def run_job(job_path: str, result_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     set_limits(job.get("limits", {}))
     verdict = {"passed": True, "stage": "done", "error": ""}
@@ -262,5 +283,57 @@ def main() -> int:
     return 0
 
 
+def serve(preload: list[str]) -> int:
+    """Fork server: import the slow libraries once, then fork one child per request.
+
+    A request is one JSON line on stdin: job, result, cwd, env, output. The child starts a
+    new session (so the parent can kill its whole process group), takes the request's
+    folder, environment and output file, and runs the job exactly as a fresh process would.
+    Replies on stdout: {"pid": N} at once, {"status": S} when the child is gone. Exits on EOF.
+    """
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    for line in sys.stdin:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(replies.fileno())  # only the server answers the parent
+                os.setsid()
+                os.chdir(req["cwd"])
+                os.environ.clear()
+                os.environ.update(req["env"])
+                import tempfile
+
+                tempfile.tempdir = None
+                out = os.open(req["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                sys.stdin = open(os.devnull)
+                sys.stdout = open(1, "w", closefd=False)
+                sys.stderr = open(2, "w", closefd=False)
+                code = run_job(req["job"], req["result"])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        replies.write(json.dumps({"pid": pid}) + "\n")
+        replies.flush()
+        _, status = os.waitpid(pid, 0)
+        replies.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.flush()
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1] == "--serve":
+        sys.exit(serve(sys.argv[2:]))
+    sys.exit(run_job(sys.argv[1], sys.argv[2]))

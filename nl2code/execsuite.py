@@ -1,10 +1,7 @@
-"""The execution-based dev suite: load cases, run snippets confined in a child process, score.
+"""The execution-based dev suite: load cases, run candidates confined in child processes, score.
 
-This is the ONE place in nl2code where generated code is executed (see SECURITY.md). Each
-run gets a fresh temporary folder, a child process of its own (nl2code/exec_driver.py, in a
-new process group, stdin from /dev/null, a minimal environment) with resource limits and a
-wall-clock timeout after which the whole process group is killed. It is confinement against
-accidents (loops, memory blow-ups, stray files), not a sandbox against malicious code.
+Generated code runs only through nl2code.execrun (see SECURITY.md): a child process per run,
+a fresh temporary folder, a timeout and resource limits. Never in the nl2code process.
 
 A suite is a TOML file (`[[case]]` tables), a JSONL file, or a folder of them. A case:
     id, lang ("python"|"bash"), intent, style ("free"|"conala"), tags (list of str),
@@ -14,31 +11,24 @@ A suite is a TOML file (`[[case]]` tables), a JSONL file, or a folder of them. A
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import tomllib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nl2code import execrun
 from nl2code.data.records import Example
 from nl2code.errors import NoParseableCandidate, UsageError
+from nl2code.execrun import RunResult
 
-DRIVER = Path(__file__).with_name("exec_driver.py")
 LANGS = ("python", "bash")
 STYLES = ("free", "conala")
 TEXT_FIELDS = ("id", "lang", "intent", "style", "setup", "check", "reference", "wrong")
 OPTIONAL = ("timeout",)
 DEFAULT_TIMEOUT = 10.0
 MAX_WORKERS = 2
-GiB = 1 << 30
 QUOTED = re.compile(r"[`\"]|(?<!\w)'[^']*'")  # an apostrophe (don't) is not a quote
 
 
@@ -59,15 +49,6 @@ class Case:
     wrong: str
     timeout: float = DEFAULT_TIMEOUT
     where: str = ""
-
-
-@dataclass
-class RunResult:
-    passed: bool
-    status: str  # pass | fail (check said no) | error (setup/candidate raised) | timeout | crash
-    stage: str = ""
-    error: str = ""
-    seconds: float = 0.0
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -169,102 +150,10 @@ def load_examples(path: str | Path) -> list[Example]:
 
 # --- running --------------------------------------------------------------------------------
 
-_MPL_DIR: list[str] = []
-
-
-def _mpl_config_dir() -> str:
-    """One matplotlib cache folder per nl2code process (its font cache takes a second to build)."""
-    if not _MPL_DIR:
-        _MPL_DIR.append(tempfile.mkdtemp(prefix="nl2code-mpl-"))
-        import atexit
-
-        atexit.register(shutil.rmtree, _MPL_DIR[0], True)
-    return _MPL_DIR[0]
-
-
-def _own_tasks() -> int:
-    """Processes and threads of this user now (RLIMIT_NPROC counts them all, not just ours)."""
-    uid, n = os.getuid(), 0
-    try:
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    if entry.stat().st_uid == uid:
-                        n += len(os.listdir(f"/proc/{entry.name}/task"))
-                except OSError:
-                    pass
-    except OSError:
-        return 1024
-    return n
-
-
-def limits_for(case: Case) -> dict[str, int]:
-    cpu = int(case.timeout) + 2
-    return {"RLIMIT_AS": 2 * GiB, "RLIMIT_CPU": cpu, "RLIMIT_FSIZE": 64 << 20,
-            "RLIMIT_NPROC": _own_tasks() + 64, "RLIMIT_CORE": 0}
-
-
-def _environment(home: Path) -> dict[str, str]:
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "MPLBACKEND": "Agg",
-            "MPLCONFIGDIR": _mpl_config_dir(), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _remove(folder: Path) -> None:
-    def fix(func, path, _exc):  # a candidate may chmod 000 what it made
-        try:
-            os.chmod(os.path.dirname(path), 0o700)
-            os.chmod(path, 0o700)
-            func(path)
-        except OSError:
-            pass
-
-    shutil.rmtree(folder, onerror=fix)
-
-
-def run_snippet(case: Case, code: str, timeout: float | None = None) -> RunResult:
-    """Run `code` as the candidate for `case` in a confined child process; the verdict."""
-    timeout = case.timeout if timeout is None else timeout
-    tmp = Path(tempfile.mkdtemp(prefix="nl2code-exec-"))
-    try:
-        run, work = tmp / "run", tmp / "work"
-        run.mkdir()
-        work.mkdir()
-        job, result = run / "job.json", run / "result.json"
-        job.write_text(json.dumps({"lang": case.lang, "setup": case.setup, "check": case.check,
-                                   "code": code, "limits": limits_for(case)}))
-        start = time.monotonic()
-        with open(run / "output", "wb") as output:
-            proc = subprocess.Popen([sys.executable, "-I", str(DRIVER), str(job), str(result)],
-                                    cwd=work, env=_environment(work), stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                proc.wait(timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:  # also whatever the snippet left running in the background
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
-        seconds = time.monotonic() - start
-        if timed_out:
-            return RunResult(False, "timeout", "", f"killed after {timeout:g} s", seconds)
-        try:
-            verdict = json.loads(result.read_text())
-        except (OSError, ValueError):
-            tail = (run / "output").read_bytes()[-600:].decode("utf-8", "replace").strip()
-            why = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-            return RunResult(False, "crash", "", f"child ended without a verdict ({why}) {tail}".strip(), seconds)
-        if verdict["passed"]:
-            return RunResult(True, "pass", "done", "", seconds)
-        status = "fail" if verdict["stage"] == "check" else "error"
-        return RunResult(False, status, verdict["stage"], verdict["error"], seconds)
-    finally:
-        _remove(tmp)
+def run_snippet(case: Case, code: str, timeout: float | None = None, fork_server: bool = True) -> RunResult:
+    """Run `code` as the candidate for `case`, confined in a child process (nl2code.execrun)."""
+    return execrun.run_snippet(case.lang, case.setup, case.check, code,
+                               case.timeout if timeout is None else timeout, fork_server)
 
 
 def _parallel(fn, items, workers: int, progress=None) -> list:
