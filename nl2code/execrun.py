@@ -81,7 +81,9 @@ def environment(home: Path) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC", "MPLBACKEND": "Agg",
             "MPLCONFIGDIR": _mpl_config_dir(), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            # numpy's OpenBLAS must not start threads: the fork server forks after importing it
+            # (not OMP_NUM_THREADS: `nproc` would report it as the machine's core count)
+            "OPENBLAS_NUM_THREADS": "1"}
 
 
 class _ForkServer:
