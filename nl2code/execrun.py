@@ -11,7 +11,10 @@ This is the ONE place in nl2code where generated code is executed. Each run gets
     address space 2 GiB, CPU seconds (timeout + 2), file size 64 MiB, no core files, and a
     process count of (this user's tasks now + 64);
   - a wall-clock timeout after which the whole process group is killed (SIGKILL); the group
-    is killed after every run too, so nothing the snippet left in the background survives.
+    is killed after every run too, so nothing the snippet left in the background survives;
+  - where Linux allows it (probed once, see isolation()): new user, mount, network and PID
+    namespaces, with every mount read-only except the run's own folder. As root without
+    them, generated code is refused (untrusted_allowed), the suite's own code still runs.
 It is confinement against accidents, not a sandbox against malicious code.
 """
 
@@ -46,6 +49,39 @@ class RunResult:
 
 
 _MPL_DIR: list[str] = []
+_ISOLATION: list[str] = []
+
+
+def isolation() -> str:
+    """"namespaces" when this machine lets a child isolate itself (probed once), else why not.
+
+    With namespaces each run sees every mount read-only except its own temporary folder, has
+    no network, and lives in its own PID namespace (it can neither see nor signal anything
+    outside). Without them (some containers, AppArmor-restricted user namespaces) a run is
+    confined only by the process group, folder, environment, timeout and rlimits above.
+    """
+    if not _ISOLATION:
+        folder = tempfile.mkdtemp(prefix="nl2code-probe-")
+        try:
+            proc = subprocess.run([sys.executable, "-I", str(DRIVER), "--probe", folder], capture_output=True,
+                                  text=True, timeout=30, env=environment(Path(folder)), stdin=subprocess.DEVNULL)
+            ok = proc.returncode == 0 and (Path(folder) / "probe").exists()
+            why = (proc.stdout.strip() or proc.stderr.strip()[-200:] or f"exit {proc.returncode}")
+            _ISOLATION.append("namespaces" if ok else f"none ({why})")
+        except (OSError, subprocess.SubprocessError) as exc:
+            _ISOLATION.append(f"none ({exc})")
+        finally:
+            _remove(Path(folder))
+    return _ISOLATION[0]
+
+
+def untrusted_allowed() -> str | None:
+    """Why generated code must not run here, or None. As root it needs namespace isolation:
+    an unconfined root snippet can delete anything (`find /tmp -delete` from a harmless intent)."""
+    if isolation() == "namespaces" or os.geteuid() != 0 or os.environ.get("NL2CODE_EXEC_UNCONFINED") == "1":
+        return None
+    return (f"refusing to run generated code as root without namespace isolation ({isolation()}); "
+            "run as an ordinary user, or set NL2CODE_EXEC_UNCONFINED=1 if this machine is disposable")
 
 
 def _mpl_config_dir() -> str:
@@ -214,7 +250,7 @@ def run_snippet(lang: str, setup: str, check: str, code: str, timeout: float,
         work.mkdir()
         job, result = run / "job.json", run / "result.json"
         job.write_text(json.dumps({"lang": lang, "setup": setup, "check": check, "code": code,
-                                   "limits": limits(timeout)}))
+                                   "limits": limits(timeout), "isolate": isolation() == "namespaces"}))
         request = {"job": str(job), "result": str(result), "cwd": str(work), "env": environment(work),
                    "output": str(run / "output")}
         start = time.monotonic()
@@ -230,6 +266,8 @@ def run_snippet(lang: str, setup: str, check: str, code: str, timeout: float,
             return RunResult(False, "crash", "", f"child ended without a verdict ({why}) {tail}".strip(), seconds)
         if verdict["passed"]:
             return RunResult(True, "pass", "done", "", seconds)
+        if verdict["stage"] == "isolate":
+            raise OSError(f"could not isolate a run although the probe could: {verdict['error']}")
         status_word = "fail" if verdict["stage"] == "check" else "error"
         return RunResult(False, status_word, verdict["stage"], verdict["error"], seconds)
     finally:

@@ -194,13 +194,25 @@ class CaseResult:
         return any(r.passed for r in self.runs[:k])
 
 
-def score(gen, cases: list[Case], n: int = 5, workers: int = MAX_WORKERS,
+def score(gen, cases: list[Case], n: int = 5, beam: int | None = None, workers: int = MAX_WORKERS,
           gen_progress=None, run_progress=None) -> list[CaseResult]:
-    """Generate up to n candidates per case (a miss if none parse) and run each of them."""
+    """Generate up to n candidates per case (a miss if none parse) and run each of them.
+
+    gen needs only generate(intent, lang, n=...) returning candidates (objects with .code, or
+    strings); a beam other than the Generator's default (5) is passed as a DecodeConfig.
+    """
+    refusal = execrun.untrusted_allowed()
+    if refusal:
+        raise UsageError(refusal)
+    extra = {}
+    if beam is not None and beam != 5:
+        from nl2code.config import DecodeConfig
+
+        extra["config"] = DecodeConfig(strategy="beam", beam_size=max(beam, n), n_best=max(beam, n))
     results = []
     for case in cases:
         try:
-            cands = [getattr(c, "code", c) for c in gen.generate(case.intent, case.lang, n=n)][:n]
+            cands = [getattr(c, "code", c) for c in gen.generate(case.intent, case.lang, n=n, **extra)][:n]
         except NoParseableCandidate:
             cands = []
         results.append(CaseResult(case, cands))
@@ -230,7 +242,7 @@ def report(results: list[CaseResult], suite: str, system: str) -> dict:
         groups["style"][r.case.style].append(r)
         for t in r.case.tags:
             groups["tag"][t].append(r)
-    out = {"suite": suite, "system": system, **_summary(results)}
+    out = {"suite": suite, "system": system, **_summary(results), "isolation": execrun.isolation()}
     for name, by in groups.items():
         out[f"by_{name}"] = {k: _summary(v) for k, v in sorted(by.items())}
     out["results"] = [{"id": r.case.id, "lang": r.case.lang, "style": r.case.style, "tags": list(r.case.tags),
