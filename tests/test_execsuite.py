@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from nl2code.cli import app
 from nl2code.data.records import Example
 from nl2code.errors import NoParseableCandidate
+from nl2code.execrun import isolation
 from nl2code.execsuite import SuiteError, load_examples, load_suite, report, run_snippet, score, self_test
 
 SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "exec"
@@ -105,7 +107,7 @@ def test_real_suite_shape():
     bash = [c for c in cases if c.lang == "bash"]
     assert len(cases) >= 210 and len(stdlib) >= 105 and len(data) >= 42 and len(bash) >= 63
     assert sum(c.style == "free" for c in cases) >= 0.45 * len(cases)
-    assert len({c.intent for c in cases}) == len(cases)
+    assert len({(c.lang, c.intent) for c in cases}) == len(cases)
 
 
 def test_real_suite_self_test():
@@ -135,27 +137,66 @@ def test_memory_bomb_is_stopped_by_the_rlimit():
     assert res.status == "error" and "MemoryError" in res.error
 
 
+def reported(res) -> list:
+    """What a check sent back in its failure message (a run can write nowhere else)."""
+    return json.loads(res.error.splitlines()[-1].split("AssertionError: ", 1)[1])
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fork_server", [True, False])
-def test_runs_in_a_child_process_in_a_temporary_folder(tmp_path, fork_server):
-    probe = tmp_path / "probe.json"
-    code = f"import json, os\nopen({str(probe)!r}, 'w').write(json.dumps([os.getpid(), os.getcwd()]))\nxs[::-1]"
-    res = run_snippet(one_case(), code, fork_server=fork_server)
-    assert res.passed, res.error
-    pid, cwd = json.loads(probe.read_text())
-    assert pid != os.getpid() and cwd != os.getcwd()
+def test_runs_in_a_child_process_in_a_temporary_folder(fork_server):
+    probe = one_case(check="import json\nassert False, json.dumps([os.getpid(), os.getcwd(), os.environ['HOME']])")
+    res = run_snippet(probe, "xs[::-1]", fork_server=fork_server)
+    pid, cwd, home = reported(res)
+    assert res.status == "fail" and pid != os.getpid() and cwd == home != os.getcwd()
     assert not Path(cwd).exists()  # the temporary folder is gone
 
 
+def running(marker: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker.encode() in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+        except OSError:
+            pass
+    return found
+
+
 @pytest.mark.timeout(60)
-def test_background_processes_are_killed(tmp_path):
-    probe = tmp_path / "pid"
-    bash = one_case(lang="bash", intent="print 'x'", check=f"open({str(probe)!r}, 'w').write(out.split()[0])",
-                    setup="", reference="echo x", wrong="echo y")
-    res = run_snippet(bash, "sleep 600 > /dev/null & echo $!")
+@pytest.mark.parametrize("fork_server", [True, False])
+def test_background_processes_are_killed(fork_server):
+    marker = f"{os.getpid() % 1000}.{time.monotonic_ns() % 10 ** 9}"  # a unique sleep argument
+    bash = one_case(lang="bash", intent="print 'x'", setup="", check="assert out.strip() == 'started'",
+                    reference="echo started", wrong="echo y")
+    res = run_snippet(bash, f"(sleep {marker} &) ; sleep {marker} > /dev/null & echo started",
+                      fork_server=fork_server)
     assert res.passed, res.error
-    stat = Path(f"/proc/{probe.read_text()}/stat")
-    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
+    assert running(marker) == []
+
+
+@pytest.mark.skipif(isolation() != "namespaces", reason="no namespace isolation on this machine")
+def test_isolation_read_only_outside_no_network(tmp_path):
+    escape = tmp_path / "escape.txt"
+    res = run_snippet(one_case(), f"open({str(escape)!r}, 'w').write('x')")
+    assert res.status == "error" and "Read-only file system" in res.error and not escape.exists()
+    res = run_snippet(one_case(), "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)")
+    assert res.status == "error" and "unreachable" in res.error.lower()
+    res = run_snippet(one_case(check="assert open('mine.txt').read() == 'ok'"), "open('mine.txt', 'w').write('ok')")
+    assert res.passed, res.error
+
+
+def test_root_without_isolation_refuses_generated_code(monkeypatch):
+    from nl2code import execrun
+    from nl2code.errors import UsageError
+
+    monkeypatch.setattr(execrun, "_ISOLATION", ["none (test)"])
+    monkeypatch.setattr(execrun.os, "geteuid", lambda: 0)
+    monkeypatch.delenv("NL2CODE_EXEC_UNCONFINED", raising=False)
+    with pytest.raises(UsageError, match="refusing to run generated code as root"):
+        score(FakeGenerator({}), [one_case()])
+    monkeypatch.setattr(execrun.os, "geteuid", lambda: 1000)
+    assert execrun.untrusted_allowed() is None
 
 
 def test_stdin_is_empty_and_crashes_are_reported():
