@@ -236,10 +236,11 @@ def _summary(rows: list[CaseResult]) -> dict:
 def report(results: list[CaseResult], suite: str, system: str) -> dict:
     """Percentages overall, per lang, per style and per tag, plus every case's candidates."""
     groups: dict[str, dict[str, list]] = {"lang": defaultdict(list), "style": defaultdict(list),
-                                          "tag": defaultdict(list)}
+                                          "lang_style": defaultdict(list), "tag": defaultdict(list)}
     for r in results:
         groups["lang"][r.case.lang].append(r)
         groups["style"][r.case.style].append(r)
+        groups["lang_style"][f"{r.case.lang}/{r.case.style}"].append(r)
         for t in r.case.tags:
             groups["tag"][t].append(r)
     out = {"suite": suite, "system": system, **_summary(results), "isolation": execrun.isolation()}
@@ -256,7 +257,7 @@ def report(results: list[CaseResult], suite: str, system: str) -> dict:
 def format_table(rep: dict) -> str:
     """The summary as an aligned text table (percentages); the per-case results are in --json."""
     rows = [("all", rep)]
-    for name in ("lang", "style", "tag"):
+    for name in ("lang", "style", "lang_style", "tag"):
         rows += [(f"{name}={k}", v) for k, v in rep[f"by_{name}"].items()]
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"suite {rep['suite']}", f"system {rep['system']}",
