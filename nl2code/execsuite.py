@@ -158,7 +158,9 @@ def run_snippet(case: Case, code: str, timeout: float | None = None, fork_server
 
 def _parallel(fn, items, workers: int, progress=None) -> list:
     workers = max(1, min(workers, MAX_WORKERS))
-    with ThreadPoolExecutor(workers) as pool:
+    execrun.isolation()  # probe once, before the workers start
+    pool = ThreadPoolExecutor(workers)
+    try:
         futures = [pool.submit(fn, item) for item in items]
         out = []
         for fut in futures:
@@ -166,6 +168,8 @@ def _parallel(fn, items, workers: int, progress=None) -> list:
             if progress:
                 progress()
         return out
+    finally:  # on Ctrl-C or an error: start nothing more, let the running ones time out
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- self-test and scoring ------------------------------------------------------------------
