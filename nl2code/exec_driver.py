@@ -7,15 +7,18 @@ imported already (see serve). It imports nothing from nl2code (standard library 
 sets the job's resource limits before it reads the job's code, so every process it starts
 (bash, the candidate's subprocesses) inherits them.
 
-Python cases: a prelude of common imports, the case's setup, then the candidate. When the
+Python cases: a prelude of common imports, the case's setup, then the candidate (and again
+after each of the case's variant setups, in a fresh namespace). When the
 candidate's last statement is an expression its value becomes `_result`. The check runs in
 the same namespace with these helpers:
     _result, _stdout    the final expression's value (or None) and what the candidate printed
     _values             what the candidate produced: _result, every new or changed variable
-                        (iterators made lists), the printed text as a Python literal when it
+                        (iterators as Iterated lists), the printed text as a Python literal when it
                         is one, and the printed text itself
     eq(v, expected)     tolerant equality (lists vs tuples/arrays/Series, float closeness)
     found_eq(expected)  some produced value eq expected;  found(pred): pred(v) for some value
+    truth_is(expected)  for predicates: the first bool produced (or printed), else the truth of
+                        a final match object / None, is `expected` (use with variants)
     frame_eq(v, expected, ignore_index=False), found_frame(expected, ...): pandas DataFrame or
                         Series equality by values and labels, ignoring dtypes (int vs float, str)
 Bash cases: setup and candidate run with `bash -c` in the work folder; the check is Python
@@ -43,7 +46,7 @@ PRELUDE = ("import os, sys, re, json, math, random, time, datetime, collections,
            "statistics, operator, textwrap, heapq, bisect, copy, uuid, decimal, fractions, "
            "calendar, struct, tempfile, zipfile, tarfile, gzip, io, urllib.parse\n"
            "random.seed(0)\n")
-HELPERS = ("_result", "_stdout", "_values", "eq", "found", "found_eq", "frame_eq", "found_frame")
+HELPERS = ("_result", "_stdout", "_values", "eq", "found", "found_eq", "frame_eq", "found_frame", "truth_is")
 
 
 class Stage(Exception):
@@ -161,6 +164,11 @@ def frame_eq(v, expected, ignore_index=False) -> bool:
         return False
 
 
+class Iterated(list):
+    """The items of an iterator the candidate produced (map, zip, a generator): compares like
+    a list, but `type(v) is list` is False where a check wants a real list."""
+
+
 def produced(ns: dict, before: dict, stdout: str) -> list:
     values = []
     if ns.get("_result") is not None:
@@ -184,7 +192,7 @@ def produced(ns: dict, before: dict, stdout: str) -> list:
     for v in values:
         if isinstance(v, collections.abc.Iterator) and not isinstance(v, io.IOBase):
             try:
-                v = [x for _, x in zip(range(1_000_000), v)]
+                v = Iterated(x for _, x in zip(range(1_000_000), v))
             except Exception:
                 continue
         out.append(v)
@@ -192,17 +200,30 @@ def produced(ns: dict, before: dict, stdout: str) -> list:
 
 
 def run_python(job: dict) -> None:
+    """The candidate after the setup, then the check; again for each variant setup, each in a
+    fresh namespace (a predicate must get the answer right for both truth values)."""
+    for n, setup in enumerate([job["setup"], *job.get("variants", [])]):
+        try:
+            run_python_once(setup, job["code"], job["check"])
+        except Stage as exc:
+            if n:
+                raise Stage(exc.stage, f"variant {n}: {exc}") from None
+            raise
+
+
+def run_python_once(setup: str, code: str, check_source: str) -> None:
     ns = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        exec(compile(PRELUDE + job["setup"], "<setup>", "exec"), ns)
+        exec(compile(PRELUDE + setup, "<setup>", "exec"), ns)
     except BaseException as exc:
-        raise Stage("setup", describe(exc, "setup", PRELUDE + job["setup"])) from None
+        raise Stage("setup", describe(exc, "setup", PRELUDE + setup)) from None
     before = snapshot(ns)
     buf = io.StringIO()
-    code = job["code"]
+    has_result = False
     try:
         tree = ast.parse(code, "<candidate>")
         if tree.body and isinstance(tree.body[-1], ast.Expr):
+            has_result = True
             last = tree.body[-1]
             tree.body[-1] = ast.copy_location(
                 ast.Assign(targets=[ast.Name("_result", ast.Store())], value=last.value), last)
@@ -217,10 +238,22 @@ def run_python(job: dict) -> None:
     values = produced(ns, before, stdout)
     ns.setdefault("_result", None)
     ns.update(_stdout=stdout, _values=values, eq=eq,
+              truth_is=lambda expected: truth_is(expected, values, has_result, ns["_result"]),
               found_eq=lambda expected, **kw: any(eq(v, expected, **kw) for v in values),
               found=lambda pred: any(_safe(pred, v) for v in values), frame_eq=frame_eq,
               found_frame=lambda expected, **kw: any(frame_eq(v, expected, **kw) for v in values))
-    check(job["check"], ns)
+    check(check_source, ns)
+
+
+def truth_is(expected: bool, values: list, has_result: bool, result) -> bool:
+    """A predicate's answer: a bool the candidate produced or printed, or (when it ended in an
+    expression) the truth of a match object or None, e.g. re.match(...)."""
+    bools = [bool(v) for v in values if type(v).__name__ in ("bool", "bool_")]
+    if bools:
+        return bools[0] is expected
+    if has_result and (result is None or hasattr(result, "group")):
+        return bool(result) is expected
+    return False
 
 
 def _safe(pred, v) -> bool:

@@ -241,7 +241,7 @@ def _remove(folder: Path) -> None:
 
 
 def run_snippet(lang: str, setup: str, check: str, code: str, timeout: float,
-                fork_server: bool = True) -> RunResult:
+                fork_server: bool = True, variants: tuple[str, ...] = ()) -> RunResult:
     """Run `code` between a case's setup and check in a confined child process; the verdict."""
     tmp = Path(tempfile.mkdtemp(prefix="nl2code-exec-"))
     try:
@@ -249,8 +249,9 @@ def run_snippet(lang: str, setup: str, check: str, code: str, timeout: float,
         run.mkdir()
         work.mkdir()
         job, result = run / "job.json", run / "result.json"
-        job.write_text(json.dumps({"lang": lang, "setup": setup, "check": check, "code": code,
-                                   "limits": limits(timeout), "isolate": isolation() == "namespaces"}))
+        job.write_text(json.dumps({"lang": lang, "setup": setup, "variants": list(variants), "check": check,
+                                   "code": code, "limits": limits(timeout),
+                                   "isolate": isolation() == "namespaces"}))
         request = {"job": str(job), "result": str(result), "cwd": str(work), "env": environment(work),
                    "output": str(run / "output")}
         start = time.monotonic()

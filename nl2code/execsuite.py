@@ -5,7 +5,8 @@ a fresh temporary folder, a timeout and resource limits. Never in the nl2code pr
 
 A suite is a TOML file (`[[case]]` tables), a JSONL file, or a folder of them. A case:
     id, lang ("python"|"bash"), intent, style ("free"|"conala"), tags (list of str),
-    setup, check, reference, wrong (str; setup may be empty), timeout (optional seconds)
+    setup, check, reference, wrong (str; setup may be empty), timeout (optional seconds),
+    variants (optional, python: more setups; the candidate must pass the check after each)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nl2code.execrun import RunResult
 LANGS = ("python", "bash")
 STYLES = ("free", "conala")
 TEXT_FIELDS = ("id", "lang", "intent", "style", "setup", "check", "reference", "wrong")
-OPTIONAL = ("timeout",)
+OPTIONAL = ("timeout", "variants")
 DEFAULT_TIMEOUT = 10.0
 MAX_WORKERS = 2
 QUOTED = re.compile(r"[`\"]|(?<!\w)'[^']*'")  # an apostrophe (don't) is not a quote
@@ -49,6 +50,7 @@ class Case:
     wrong: str
     timeout: float = DEFAULT_TIMEOUT
     where: str = ""
+    variants: tuple[str, ...] = ()  # python: more setups the candidate must also pass after
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -105,17 +107,24 @@ def _validate(where: str, raw: object) -> Case:
         raise SuiteError(f"{where}: a conala-style intent names something in `backticks` or 'quotes'")
     if raw["reference"].strip() == raw["wrong"].strip():
         raise SuiteError(f"{where}: reference and wrong are the same")
+    variants = raw.get("variants", [])
+    if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+        raise SuiteError(f"{where}: variants must be a list of setup strings")
+    if variants and raw["lang"] != "python":
+        raise SuiteError(f"{where}: variants are for python cases only")
     timeout = raw.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
         raise SuiteError(f"{where}: timeout must be a number of seconds in (0, 120]")
     if raw["lang"] == "python":
-        for name in ("setup", "check"):
+        sources = [("setup", raw["setup"]), ("check", raw["check"])]
+        sources += [(f"variant {i + 1}", v) for i, v in enumerate(variants)]
+        for name, text in sources:
             try:
-                compile(raw[name], f"<{name}>", "exec", flags=0x400, dont_inherit=True)  # ast only
+                compile(text, f"<{name}>", "exec", flags=0x400, dont_inherit=True)  # ast only
             except SyntaxError as exc:
                 raise SuiteError(f"{where}: {name} is not valid Python (line {exc.lineno}: {exc.msg})") from None
     return Case(raw["id"], raw["lang"], raw["intent"], raw["style"], tuple(tags), raw["setup"],
-                raw["check"], raw["reference"], raw["wrong"], float(timeout), where)
+                raw["check"], raw["reference"], raw["wrong"], float(timeout), where, tuple(variants))
 
 
 def load_suite(path: str | Path, lang: str | None = None) -> list[Case]:
@@ -153,7 +162,7 @@ def load_examples(path: str | Path) -> list[Example]:
 def run_snippet(case: Case, code: str, timeout: float | None = None, fork_server: bool = True) -> RunResult:
     """Run `code` as the candidate for `case`, confined in a child process (nl2code.execrun)."""
     return execrun.run_snippet(case.lang, case.setup, case.check, code,
-                               case.timeout if timeout is None else timeout, fork_server)
+                               case.timeout if timeout is None else timeout, fork_server, case.variants)
 
 
 def _parallel(fn, items, workers: int, progress=None) -> list:

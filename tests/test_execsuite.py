@@ -53,6 +53,9 @@ def one_case(**over):
     ({"wrong": "xs[::-1]"}, "reference and wrong are the same"),
     ({"timeout": 0}, "timeout must be a number"),
     ({"expected": 1}, "unknown field(s) expected"),
+    ({"variants": "xs = []"}, "variants must be a list of setup strings"),
+    ({"variants": ["xs = ("]}, "variant 1 is not valid Python"),
+    ({"lang": "bash", "variants": ["touch a"]}, "variants are for python cases only"),
 ])
 def test_schema_errors_name_the_case_and_field(tmp_path, over, match):
     with pytest.raises(SuiteError, match=None) as err:
@@ -120,6 +123,24 @@ def test_load_examples_for_the_leak_guard():
     cases = load_suite(SUITE)
     assert len(examples) == len(cases) and all(isinstance(e, Example) for e in examples)
     assert examples[0] == Example(cases[0].intent, cases[0].reference, cases[0].lang, "exec-suite")
+
+
+def test_variants_catch_constant_answers(tmp_path):
+    pred = one_case(intent="check if list `xs` is empty", setup="xs = []\nexpected = True",
+                    variants=["xs = [0]\nexpected = False"], check="assert truth_is(expected)",
+                    reference="not xs", wrong="xs == None")
+    assert run_snippet(pred, "len(xs) == 0").passed
+    assert run_snippet(pred, "if not xs:\n    print(True)\nelse:\n    print(False)").passed
+    constant = run_snippet(pred, "True")
+    assert constant.status == "fail" and constant.error.startswith("variant 1:")
+    assert run_snippet(pred, "xs").status == "fail"  # a list is not an answer to a yes/no question
+
+
+def test_iterators_compare_as_lists_but_are_not_lists():
+    listy = one_case(check="assert found_eq([3, 2, 1])")
+    strict = one_case(check="assert found(lambda v: type(v) is list and v == [3, 2, 1])")
+    assert run_snippet(listy, "reversed(xs)").passed
+    assert not run_snippet(strict, "reversed(xs)").passed and run_snippet(strict, "xs[::-1]").passed
 
 
 # --- confinement ----------------------------------------------------------------------------
