@@ -461,7 +461,7 @@ def train_report_cmd(
 @app.command("eval")
 def eval_cmd(
     dataset: Optional[Path] = typer.Argument(None, help="CoNaLa JSON, NL2Bash .nl/.cm prefix, or JSONL."),
-    lang: str = typer.Option("python", "-l", "--lang"),
+    lang: Optional[str] = typer.Option(None, "-l", "--lang", help="Default: python (with --exec: all)."),
     fmt: str = typer.Option("auto", "--format", help="conala, nl2bash, jsonl or auto."),
     first: int = typer.Option(0, "--first", help="Use only the first N examples (CoNaLa dev: 400)."),
     model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL"),
@@ -475,8 +475,15 @@ def eval_cmd(
     report_path: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report (needs nl2code[report])."),
     compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", metavar="A.json B.json",
                                                         help="Compare two `eval --json` files side by side."),
+    exec_suite: Optional[Path] = typer.Option(None, "--exec", help="Execution suite (folder or .toml/.jsonl): "
+                                              "runs the top-5 candidates in child processes, pass@1/pass@5."),
+    self_test: bool = typer.Option(False, "--self-test", help="With --exec: every reference must pass, "
+                                   "every wrong solution fail (no model needed)."),
 ):
-    """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate."""
+    """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate.
+
+    With --exec SUITE: execute the candidates against the suite's checks (see SECURITY.md).
+    """
 
     def body():
         from nl2code import evaluate
@@ -486,6 +493,13 @@ def eval_cmd(
             from nl2code import report as rp
 
             rp.require()  # before a long evaluation, not after
+        if exec_suite is not None:
+            if dataset is not None or baseline or train_data or first or fmt != "auto" or compare:
+                raise UsageError("--exec SUITE takes no DATASET, --baseline, --train, --first, --format or --compare")
+            return _eval_exec(exec_suite, canonical_lang(lang) if lang else None, model, beam, precision,
+                              as_json, self_test, report_path)
+        if self_test:
+            raise UsageError("--self-test needs --exec SUITE")
         if compare:
             unused = [flag for flag, on in (("--baseline", baseline), ("--train", train_data), ("--first", first),
                                             ("--train-skip", train_skip), ("--format", fmt != "auto")) if on]
@@ -493,8 +507,9 @@ def eval_cmd(
                 raise UsageError(f"--compare reads two finished reports: {', '.join(unused)} would do nothing")
             return _compare(compare, dataset, report_path, as_json)
         if dataset is None:
-            raise UsageError("no dataset: nl2code eval DATASET, or nl2code eval --compare A.json B.json")
-        lang_c = canonical_lang(lang)
+            raise UsageError("no dataset: nl2code eval DATASET, nl2code eval --exec SUITE, "
+                             "or nl2code eval --compare A.json B.json")
+        lang_c = canonical_lang(lang or "python")
         data = evaluate.load_dataset(dataset, fmt, first)
         if baseline == "copy":
             rows = evaluate.run_baseline(lambda s: s, data, lang_c)
@@ -539,6 +554,42 @@ def _compare(files, dataset, report_path, as_json) -> None:
         typer.echo(json.dumps(result))
     else:
         sys.stdout.write(rp.compare_text(result))
+
+
+def _eval_exec(suite: Path, lang: Optional[str], model: Optional[Path], beam: int,
+               precision: Optional[str], as_json: bool, self_test: bool, report_path: Optional[Path] = None) -> None:
+    from rich.progress import Progress
+
+    from nl2code import execsuite
+
+    cases = execsuite.load_suite(suite, lang)
+    if self_test:
+        with Progress(console=_stderr(), transient=True) as prog:
+            task = prog.add_task("self-test", total=2 * len(cases))
+            problems = execsuite.self_test(cases, progress=lambda: prog.advance(task))
+        if as_json:
+            typer.echo(json.dumps({"suite": str(suite), "cases": len(cases), "runs": 2 * len(cases),
+                                   "problems": problems}))
+        else:
+            typer.echo(f"self-test {suite}: {len(cases)} cases, {2 * len(cases)} runs, "
+                       f"{len(problems)} problem{'' if len(problems) == 1 else 's'}")
+            for line in problems:
+                typer.echo(f"  {line}")
+        if problems:
+            raise typer.Exit(1)
+        return
+    gen = load_generator(model, precision)
+    with Progress(console=_stderr(), transient=True) as prog:
+        gen_task = prog.add_task("generating", total=len(cases))
+        run_task = prog.add_task("running", total=None)
+        results = execsuite.score(gen, cases, beam=beam, gen_progress=lambda: prog.advance(gen_task),
+                                  run_progress=lambda: prog.advance(run_task))
+    report = execsuite.report(results, str(suite), str(gen.path))
+    if report_path is not None:
+        from nl2code import report as rp
+
+        _stderr().print(f"report: {rp.write(report_path, rp.eval_html(report))}", markup=False)
+    typer.echo(json.dumps(report) if as_json else execsuite.format_table(report))
 
 
 # --- model ----------------------------------------------------------------------------------
