@@ -588,7 +588,8 @@ def _eval_exec(suite: Path, lang: Optional[str], model: Optional[Path], beam: in
     if report_path is not None:
         from nl2code import report as rp
 
-        _stderr().print(f"report: {rp.write(report_path, rp.eval_html(report))}", markup=False)
+        _stderr().print(f"report: {rp.write(report_path, rp.eval_html(execsuite.for_report(report)))}",
+                        markup=False)
     typer.echo(json.dumps(report) if as_json else execsuite.format_table(report))
 
 

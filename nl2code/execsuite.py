@@ -278,3 +278,18 @@ def format_table(rep: dict) -> str:
     for label, s in rows:
         lines.append(f"{label:{width}}{s['cases']:>6}{s['answered']:>10.1f}{s['pass@1']:>8.1f}{s['pass@5']:>8.1f}")
     return "\n".join(lines)
+
+
+def for_report(rep: dict) -> dict:
+    """The report's figures in the shape nl2code.report draws (kind "exec", fractions)."""
+    def keep(d: dict) -> dict:
+        return {"pass@1": d["pass@1"] / 100, "pass@5": d["pass@5"] / 100, "n": d["cases"]}
+
+    out = {"kind": "exec", "system": rep["system"], "suite": rep["suite"], "overall": keep(rep)}
+    for name in ("lang", "tag", "style"):
+        out[f"by_{name}"] = {k: keep(v) for k, v in rep.get(f"by_{name}", {}).items()}
+    out["cases"] = [{"id": r["id"], "intent": r["intent"], "lang": r["lang"], "tags": r["tags"],
+                     "style": r["style"], "candidates": r["candidates"], "passed": r["passed"],
+                     "errors": r["errors"], "error": next((e for e in r["errors"] if e), None)}
+                    for r in rep.get("results", [])]
+    return out
