@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N of each set (a quick check)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/rerank_fit.json"))
     ap.add_argument("--markdown", default="")
+    ap.add_argument("--cache", default="", help="pickle of the collected candidates: written, or read if it exists")
     args = ap.parse_args()
 
     from nl2code import evaluate as ev
@@ -119,6 +120,22 @@ def main() -> None:
     from nl2code.rerank import RerankConfig
 
     t0 = time.time()
+    import pickle
+
+    if args.cache and Path(args.cache).exists():
+        data, model_path, leaked = pickle.loads(Path(args.cache).read_bytes())
+    else:
+        data, model_path, leaked = collect_all(args, t0)
+        if args.cache:
+            Path(args.cache).write_bytes(pickle.dumps((data, model_path, leaked)))
+    fit(args, data, model_path, leaked, t0)
+
+
+def collect_all(args, t0):
+    from nl2code import evaluate as ev
+    from nl2code import execsuite
+    from nl2code.engine import Generator
+
     gen = Generator.from_checkpoint(args.model)
     data: dict = {}
     lim = args.limit or None
@@ -144,33 +161,71 @@ def main() -> None:
                     "cands": cands, "passed": passed}
     print(f"exec: {len(cases)} cases, {len(jobs)} runs in {time.time() - t0:.0f} s; "
           f"reference code in training: {sorted(leaked)}", file=sys.stderr)
+    return data, str(gen.path), leaked
+
+
+def only(data: dict, lang: str) -> dict:
+    """The dev sets of one language (rerank weights are fitted per language)."""
+    out = {k: v for k, v in data.items() if k == ("conala" if lang == "python" else "nl2bash")}
+    ex = data["exec"]
+    keep = [i for i, c in enumerate(ex["cases"]) if c["lang"] == lang]
+    out["exec"] = {"cases": [ex["cases"][i] for i in keep], "cands": [ex["cands"][i] for i in keep],
+                   "passed": ex["passed"]}
+    return out
+
+
+def fit(args, data, model_path, leaked, t0):
+    from nl2code.rerank import RerankConfig
 
     base = RerankConfig()
     rows = []
-
-    def row(name, cfg, use_retrieved):
-        m = evaluate(cfg, use_retrieved, data)
-        rows.append({"system": name, **m, "weights": asdict(cfg), "retrieved_candidates": use_retrieved})
-        return m
-
+    fitted = {}
     off = replace(base, w_reconstruction=0.0, w_api=0.0, w_retrieved=0.0, w_similarity=0.0)
-    row("base (beam + filter + v0.1 rerank)", off, False)
-    grid = list(itertools.product([0.0, 0.25, 0.5, 1.0, 2.0],  # reconstruction
-                                  [-1.0, -0.5, 0.0, 0.5],      # retrieved bias
-                                  [0.0, 1.0, 2.0, 4.0],        # similarity
-                                  [0.0, 0.5, 1.0, 2.0]))       # api
-    best_cfg, best_obj = off, -1.0
-    for wr, wb, ws, wa in grid:
-        cfg = replace(base, w_reconstruction=wr, w_retrieved=wb, w_similarity=ws, w_api=wa)
-        o = objective(evaluate(cfg, True, data))
-        if o > best_obj:
-            best_cfg, best_obj = cfg, o
-    row("+ retrieved candidates", replace(off, w_retrieved=best_cfg.w_retrieved, w_similarity=best_cfg.w_similarity), True)
-    row("+ reconstruction feature (no retrieval)", replace(off, w_reconstruction=best_cfg.w_reconstruction), False)
-    row("+ API check (no retrieval)", replace(off, w_api=best_cfg.w_api), False)
-    row("all (fitted weights)", best_cfg, True)
-    result = {"model": str(gen.path), "seconds": round(time.time() - t0), "leaked_exec_cases": sorted(leaked),
-              "best": asdict(best_cfg), "rows": rows}
+    grid = list(itertools.product([0.0, 0.5, 1.0, 2.0, 3.0, 4.0],  # reconstruction
+                                  [-2.0, -1.0, -0.5, 0.0, 0.5],    # retrieved bias
+                                  [0.0, 1.0, 2.0, 4.0, 6.0],       # similarity
+                                  [0.0, 0.5, 1.0, 2.0]))           # api
+    for lang in ("python", "bash"):
+        part = only(data, lang)
+        best_cfg, best_obj = off, -1.0
+        for wr, wb, ws, wa in grid:
+            cfg = replace(base, w_reconstruction=wr, w_retrieved=wb, w_similarity=ws, w_api=wa)
+            m = evaluate(cfg, True, part)
+            o = sum(v for k, v in m.items() if k.endswith("_bleu") or k == "exec_pass@1_all")
+            if o > best_obj:
+                best_cfg, best_obj = cfg, o
+        fitted[lang] = best_cfg
+
+    def row(name, cfgs, use_retrieved):
+        m = {}
+        for lang in ("python", "bash"):
+            m[lang] = evaluate(cfgs[lang], use_retrieved, only(data, lang))
+        merged = {**{k: v for k, v in m["python"].items() if not k.startswith("exec")},
+                  **{k: v for k, v in m["bash"].items() if not k.startswith("exec")}}
+        for k in ("exec_python_free", "exec_python_conala"):
+            merged[k] = m["python"][k]
+        for k in ("exec_bash_free", "exec_bash_conala"):
+            merged[k] = m["bash"][k]
+        n_py = sum(1 for c in data["exec"]["cases"] if c["lang"] == "python")
+        n_sh = len(data["exec"]["cases"]) - n_py
+        merged["exec_pass@1_all"] = round((m["python"]["exec_pass@1_all"] * n_py + m["bash"]["exec_pass@1_all"] * n_sh)
+                                          / max(n_py + n_sh, 1), 1)
+        n_py_c = sum(1 for c in data["exec"]["cases"] if c["lang"] == "python" and not c["leaked"])
+        n_sh_c = sum(1 for c in data["exec"]["cases"] if c["lang"] == "bash" and not c["leaked"])
+        merged["exec_pass@1_clean"] = round((m["python"]["exec_pass@1_clean"] * n_py_c
+                                             + m["bash"]["exec_pass@1_clean"] * n_sh_c) / max(n_py_c + n_sh_c, 1), 1)
+        rows.append({"system": name, **merged, "retrieved_candidates": use_retrieved,
+                     "weights": {lang: asdict(c) for lang, c in cfgs.items()}})
+
+    both = lambda f: {lang: f(fitted[lang]) for lang in ("python", "bash")}  # noqa: E731
+    row("base (beam + filter + v0.1 rerank)", both(lambda c: off), False)
+    row("+ retrieved candidates", both(lambda c: replace(off, w_retrieved=c.w_retrieved, w_similarity=c.w_similarity)), True)
+    row("+ reconstruction feature", both(lambda c: replace(off, w_reconstruction=c.w_reconstruction)), False)
+    row("+ API check", both(lambda c: replace(off, w_api=c.w_api)), False)
+    row("all (weights fitted per language)", fitted, True)
+    best_cfg = fitted
+    result = {"model": model_path, "seconds": round(time.time() - t0), "leaked_exec_cases": sorted(leaked),
+              "best": {lang: asdict(c) for lang, c in best_cfg.items()}, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     cols = ["conala_bleu", "nl2bash_bleu", "exec_pass@1_all", "exec_pass@1_clean", "exec_python_free",
             "exec_python_conala", "exec_bash_free", "exec_bash_conala"]
@@ -179,7 +234,7 @@ def main() -> None:
         lines.append(f"| {r['system']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     table = "\n".join(lines)
     print(table)
-    print("fitted:", {k: v for k, v in asdict(best_cfg).items()})
+    print("fitted:", json.dumps(result["best"]))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
 

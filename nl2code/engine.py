@@ -40,6 +40,24 @@ def clean_intent(intent: str) -> str:
     return text
 
 
+def _fitted_rerank(meta: dict[str, Any]) -> dict[str, RerankConfig]:
+    """{lang: RerankConfig} from a model's meta "rerank" (benchmarks/rerank_fit.py); a bad
+    entry is refused when the model loads, not half-used."""
+    from nl2code.config import from_dict
+    from nl2code.errors import CheckpointError
+
+    raw = meta.get("rerank") or {}
+    if not isinstance(raw, dict):
+        raise CheckpointError("the model's rerank weights (meta \"rerank\") are not a table")
+    out = {}
+    for lang, weights in raw.items():
+        try:
+            out[lang] = from_dict(RerankConfig, weights)
+        except (UsageError, TypeError) as exc:
+            raise CheckpointError(f"the model's rerank weights for {lang} are invalid: {exc}") from None
+    return out
+
+
 class Generator:
     def __init__(self, model, model_cfg, tokenizer, meta: dict[str, Any], path: Path,
                  rerank_cfg: RerankConfig | None = None, precision: str = "float32"):
@@ -50,6 +68,8 @@ class Generator:
         self.meta = meta
         self.path = Path(path)
         self.rerank_cfg = rerank_cfg or RerankConfig()
+        # weights fitted on dev data for this model, per language (config.json meta "rerank")
+        self.rerank_cfgs = {} if rerank_cfg is not None else _fitted_rerank(meta)
         self._lock = threading.Lock()
         self.languages = list(meta.get("languages") or ["python", "bash"])
         self.augment = None  # retrieval, reverse model, API table: set when the folder has them
@@ -78,6 +98,9 @@ class Generator:
 
         gen.augment = Augmenter(path, tok, model, cfg.max_len)
         return gen
+
+    def rerank_for(self, lang: str) -> RerankConfig:
+        return self.rerank_cfgs.get(lang, self.rerank_cfg)
 
     def _decode_config(self, n: int, config: DecodeConfig | None) -> DecodeConfig:
         if config is None:
@@ -138,7 +161,7 @@ class Generator:
                     # cut at max_len, or an internal placeholder the intent had no value
                     # for (`str_0`): never offered
                     f["parses"] = False
-                cands.append(Candidate(code, lang, score(f, self.rerank_cfg), h.logprob, f["parses"], f, f["danger"]))
+                cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
                 if h.finished and not f["parses"] and lang == "python":
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
             if self.augment is not None:
@@ -174,7 +197,7 @@ class Generator:
             c.features["reconstruction"] = recon[i] if recon is not None else None
             c.features["api_problems"] = aug.api_problems(c.code, lang)
         for c in cands:
-            c.score = score(c.features, self.rerank_cfg)
+            c.score = score(c.features, self.rerank_for(lang))
 
     def _repairs(self, code, canon_code, h, wanted, lang, seen) -> list[Candidate]:
         """Bracket-balanced variants of a near-miss that parse, marked as repaired."""
@@ -186,7 +209,7 @@ class Generator:
             f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, variant, lang)
             f["finished"], f["repaired"] = True, True
             if f["parses"] and not slots.placeholders_in(variant):
-                out.append(Candidate(variant, lang, score(f, self.rerank_cfg), h.logprob, True, f, f["danger"]))
+                out.append(Candidate(variant, lang, score(f, self.rerank_for(lang)), h.logprob, True, f, f["danger"]))
         return out
 
     def explain(self, code: str, lang: str = "python", n: int = 1) -> list[str]:

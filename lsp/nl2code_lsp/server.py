@@ -258,6 +258,9 @@ async def _explain_actions(ls: Nl2CodeServer, doc, spec, rng: types.Range, first
     """The "explain selection" action for a selection of code (a non-empty range)."""
     if rng.start == rng.end or explain_action.selected_code(doc.source.splitlines(), first, last, (spec.comment,)) is None:
         return []
+    gen = await ls.model()
+    if gen is None or gen.augment is None or not gen.augment.parts().get("explain"):
+        return []  # only offered when the model carries a reverse model
     data = {"uri": doc.uri, "start": first, "end": last, "explain": True}
     action = types.CodeAction(title=explain_action.EXPLAIN_TITLE, kind=explain_action.EXPLAIN_KIND, data=data)
     if "edit" in (get_capability(ls.client_capabilities, "text_document.code_action.resolve_support.properties", [])
