@@ -21,9 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 from nl2code.errors import UsageError
 from nl2code.paths import home
@@ -89,21 +87,21 @@ def model_hash(model_dir: str | Path | None) -> str | None:
         return None
 
 
-@dataclass
 class Record:
-    id: int
-    ts: float
-    source: str
-    intent: str
-    lang: str
-    model: str | None
-    model_hash: str | None
-    candidates: list[dict[str, Any]]
-    chosen: int | None
-    latency_ms: float | None
-    error: str | None
-    accepted: bool
-    accepted_code: str | None
+    """One stored generation (a plain class: the CLI's fast path imports this module)."""
+
+    FIELDS = ("id", "ts", "source", "intent", "lang", "model", "model_hash", "candidates", "chosen",
+              "latency_ms", "error", "accepted", "accepted_code")
+
+    def __init__(self, *values):
+        for name, value in zip(self.FIELDS, values, strict=True):
+            setattr(self, name, value)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Record) and all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    def __repr__(self) -> str:
+        return f"Record(id={self.id}, source={self.source!r}, intent={self.intent!r})"
 
     @property
     def chosen_code(self) -> str | None:
