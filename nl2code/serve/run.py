@@ -154,9 +154,13 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = DEFAULT
     _write_state(state)
     announce(f"nl2code: serving {gen.path} ({gen.precision}) on {url}"
              + (f" and {sock_path}" if sock_path else "") + f" (pid {os.getpid()})")
+    # uvicorn handles SIGTERM (graceful shutdown), then re-raises it once done: exit cleanly
+    # then, through the finally below, instead of dying with the socket left behind
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn_server(build_app(gen, settings), max_connections, graceful_s).run(sockets=sockets)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for s in sockets:
             s.close()
         if sock_path is not None:
