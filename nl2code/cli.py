@@ -388,10 +388,22 @@ def train_cmd(
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    from_history: bool = typer.Option(False, "--from-history",
+                                      help="Fine-tune a copy of -m on accepted answers (+ --corpus); keep it as "
+                                           "--name only if no dev score drops."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
+                                         help="--from-history: the model to start from."),
+    name: str = typer.Option("mine", "--name", help="--from-history: keep the new model as NAME (-m NAME)."),
 ):
     """Train a model. Runs DDP unchanged under `torchrun --nproc_per_node N`."""
 
     def body():
+        if from_history:
+            unused = [flag for flag, v in (("--out", out), ("--arch", arch), ("--max-minutes", max_minutes),
+                                           ("--resume", resume)) if v]
+            if unused:
+                raise UsageError(f"{', '.join(unused)} do(es) nothing with --from-history")
+            return _train_from_history(config, corpus, model, name, max_steps)
         from nl2code.config import ModelConfig, TrainConfig
         from nl2code.train import load_train_config, train
 
@@ -432,6 +444,31 @@ def train_cmd(
         typer.echo(str(best))
 
     run_guarded(body)
+
+
+def _train_from_history(config, corpus, model, name, max_steps) -> None:
+    from nl2code.history import History, default_path
+    from nl2code.learn import LearnConfig, learn
+
+    if config is not None:
+        raise UsageError("--from-history takes no training config; use --corpus, -m, --name, --max-steps")
+    if not default_path().exists():
+        raise UsageError("no history yet: nothing was generated and accepted on this machine")
+    cfg = LearnConfig(corpus=str(corpus or ""), base=str(model) if model else None, name=name)
+    if max_steps is not None:
+        cfg.steps = max_steps
+    with History() as h:
+        records = h.accepted()
+    console = _stderr()
+    report = learn(cfg, records, log=lambda msg: console.print(f"nl2code: {msg}", markup=False, soft_wrap=True))
+    for source, d in report["dev"].items():
+        console.print(f"dev {source}: BLEU {d['before']['bleu']:.2f} -> {d['after']['bleu']:.2f}, exact match "
+                      f"{d['before']['exact_match']:.2f} -> {d['after']['exact_match']:.2f}", markup=False)
+    got = report["accepted_answered_exactly"]
+    console.print(f"accepted answers given exactly: {got['before']} -> {got['after']} of {got['of']}", markup=False)
+    typer.echo(json.dumps(report, ensure_ascii=False))
+    if not report["kept"]:
+        raise typer.Exit(1)
 
 
 # --- eval -----------------------------------------------------------------------------------
