@@ -148,6 +148,7 @@ def test_health_metrics_openapi(serve, generator):
     (b'{"intent": "x y", "source": "Bad Source"}', 400, "source"),
     (b'{"intent": "x y", "model": "/elsewhere"}', 409, "/elsewhere"),
     (b'\xff\xfe', 400, "not valid JSON"),
+    (b"[" * 30000 + b"]" * 30000, 400, "nested too deeply"),
     (json.dumps({"intent": "a " * 6000}).encode(), 413, "intent too long"),
 ])
 def test_bad_requests_get_one_line_json_errors(serve, generator, body, status, words):
