@@ -341,3 +341,20 @@ def test_a_second_server_on_the_same_socket_is_refused(serve, generator, tmp_pat
     sk.bind(str(stale))
     sk.close()
     run.unix_socket(stale).close()
+
+
+def test_an_engine_bug_is_a_500_and_the_server_goes_on(serve, tmp_path):
+    class Broken(StubGenerator):
+        def generate(self, intent, lang="python", n=5, config=None):
+            if "boom" in intent:
+                raise RuntimeError("kaput")
+            return super().generate(intent, lang, n, config)
+
+    stub = Broken(tmp_path)
+    stub.gate.set()
+    s = serve(stub)
+    with s.http() as http:
+        r = http.post("/v1/generate", json={"intent": "go boom"})
+        assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError: kaput"}
+        assert http.post("/v1/generate", json={"intent": "fine now"}).status_code == 200
+        assert 'endpoint="/v1/generate",code="500"} 1' in http.get("/metrics").text

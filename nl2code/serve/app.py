@@ -314,7 +314,7 @@ class Guard:
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
         try:
@@ -326,6 +326,12 @@ class Guard:
                     return await self.app(scope, receive, counting_send)
                 except ApiError as exc:
                     response = error(exc.status, exc.message, exc.headers)
+                except Exception as exc:  # Starlette re-raises after its 500: one log line, no traceback
+                    print(f"nl2code serve: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}",
+                          flush=True)
+                    if status.get("started"):
+                        return
+                    response = error(500, f"internal error: {type(exc).__name__}")
             await response(scope, receive, counting_send)
         finally:
             self.api.worker.metrics.request(endpoint, status["code"])

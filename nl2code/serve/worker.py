@@ -3,7 +3,9 @@
 The Generator serialises its calls anyway, so one thread runs them all. Admission is
 counted from submit until the job really ends (not until its request gave up), so the
 queue bound holds even when requests time out: a full queue answers 503 at once with a
-Retry-After estimated from the queue length and the recent generation time. A job whose
+Retry-After estimated from the queue length and the recent generation time; so does a queue
+whose expected wait (length x recent generation time) exceeds the timeout already (a 503 now
+beats a 504 later). A job whose
 request timed out before the thread reached it is skipped, not computed.
 """
 
@@ -132,7 +134,8 @@ class Worker:
         full, asyncio.TimeoutError when the result is not there within the timeout."""
         timeout_s = timeout_s or self.timeout_s
         with self._lock:
-            if self._admitted >= self.max_queue:
+            # full, or the wait ahead would most likely outlast the timeout: refuse now
+            if self._admitted >= self.max_queue or self._admitted * self._recent > timeout_s:
                 self.metrics.rejected += 1
                 raise QueueFull(self.retry_after())
             self._admitted += 1
