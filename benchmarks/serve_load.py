@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import signal
 import statistics
 import subprocess
@@ -219,22 +220,27 @@ def cli_runs(home: Path, model: Path, runs: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "nl2code", CLI_INTENT]
 
     def once(extra=None):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         p = subprocess.run(cmd, env={**env, **(extra or {})}, cwd=common.REPO, capture_output=True, text=True,
                            stdin=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         return time.perf_counter() - t, p
 
-    warm, cold, floor, outputs = [], [], [], set()
+    warm, cold, floor, outputs, cpu = [], [], [], set(), []
     for i in range(runs):
         dt, p = once()
         warm.append(dt)
         outputs.add((p.returncode, p.stdout))
         floor.append(common.timed(lambda: subprocess.run([sys.executable, "-c", "pass"], env=env)))
+    warm_cpu = list(cpu)
     for _ in range(max(1, runs // 5)):
         dt, p = once({"NL2CODE_SERVER": "off"})
         cold.append(dt)
         cold_out = (p.returncode, p.stdout)
     return {"runs": runs, "warm_median_s": round(statistics.median(warm), 3), "warm_max_s": round(max(warm), 3),
+            "warm_client_cpu_median_s": round(statistics.median(warm_cpu), 3),
             "cold_median_s": round(statistics.median(cold), 3), "python_pass_median_s": round(statistics.median(floor), 3),
             "same_output_as_in_process": outputs == {cold_out}, "output": sorted(outputs)[0][1].strip()}
 
@@ -253,11 +259,14 @@ def run(args) -> dict[str, Any]:
                               "intents": len(intents), "load_avg_at_start": os.getloadavg()[0]}
     try:
         result["rss_kib_before"] = rss_kib(proc.pid)
-        result["load"] = asyncio.run(load(url, intents, args.clients, args.requests, args.retry))
-        result["rss_kib_after_load"] = rss_kib(proc.pid)
-        result["storm"] = asyncio.run(storm(url, intents, args.storm_rounds))
-        result["rss_kib_after_storm"] = rss_kib(proc.pid)
-        result["cli"] = cli_runs(home, Path(model), args.cli_runs)
+        if "load" in args.parts:
+            result["load"] = asyncio.run(load(url, intents, args.clients, args.requests, args.retry))
+            result["rss_kib_after_load"] = rss_kib(proc.pid)
+        if "storm" in args.parts:
+            result["storm"] = asyncio.run(storm(url, intents, args.storm_rounds))
+            result["rss_kib_after_storm"] = rss_kib(proc.pid)
+        if "cli" in args.parts:
+            result["cli"] = cli_runs(home, Path(model), args.cli_runs)
         import httpx
 
         result["health_after"] = httpx.get(url + "/v1/health", timeout=10).json()
@@ -275,25 +284,39 @@ def run(args) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any]) -> str:
-    ld, st, cli = r["load"], r["storm"], r["cli"]
     out = ["## HTTP server (`nl2code serve`) under load", "", common.polluted_note(),
-           f"Model {r['model']}, queue bound {r['max_queue']}, {r['intents']} distinct intents, loopback.", "",
-           f"- **Load**: {ld['clients']} concurrent clients x {ld['requests_each']} requests: statuses "
+           f"Model {r['model']}, queue bound {r['max_queue']}, {r['intents']} distinct intents, loopback.", ""]
+    if "load" in r:
+        out += _load_lines(r)
+    if "storm" in r:
+        out += _storm_lines(r)
+    if "cli" in r:
+        cli = r["cli"]
+        out.append(f"- **CLI with a warm server**: `python -m nl2code \"{CLI_INTENT}\"` median {cli['warm_median_s']} s "
+                   f"(max {cli['warm_max_s']} s; the CLI process's own CPU {cli['warm_client_cpu_median_s']} s) over "
+                   f"{cli['runs']} fresh processes; in-process (NL2CODE_SERVER=off) {cli['cold_median_s']} s; "
+                   f"`python -c pass` {cli['python_pass_median_s']} s. Same output as in-process: "
+                   f"{cli['same_output_as_in_process']}.")
+    out.append(f"- SIGTERM: exit code {r['exit_code']} after {r['stop_s']} s; socket removed: {r['socket_removed']}.")
+    return "\n".join(out) + "\n"
+
+
+def _load_lines(r: dict[str, Any]) -> list[str]:
+    ld = r["load"]
+    return [f"- **Load**: {ld['clients']} concurrent clients x {ld['requests_each']} requests: statuses "
            f"{ld['statuses']}, **errors {ld['errors']}** (503 = deliberate refusal with Retry-After); "
            f"{ld['answered']} answered in {ld['wall_s']} s ({ld['answers_per_s']}/s); answer latency "
            f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms; a refusal takes {ld['refusal_p50_ms']} ms (p50).",
            f"- **RSS** of the server: {r['rss_kib_before'] / 1024:.0f} MiB before, "
-           f"{r['rss_kib_after_load'] / 1024:.0f} MiB after the load, {r['rss_kib_after_storm'] / 1024:.0f} MiB "
-           f"after the storm.",
-           f"- **Storm** ({st['wall_s']} s): unexpected outcomes {st['unexpected'] or 'none'}.", "",
+           f"{r['rss_kib_after_load'] / 1024:.0f} MiB after the load."]
+
+
+def _storm_lines(r: dict[str, Any]) -> list[str]:
+    st = r["storm"]
+    return [f"- **Storm** ({st['wall_s']} s): unexpected outcomes {st['unexpected'] or 'none'}.", "",
            common.table(["kind", "outcomes", "slowest s"],
                         [[k, json.dumps(v), st["max_s"].get(k, "")] for k, v in st["outcomes"].items()]), "",
-           f"- **CLI with a warm server**: `python -m nl2code \"{CLI_INTENT}\"` median {cli['warm_median_s']} s "
-           f"(max {cli['warm_max_s']} s) over {cli['runs']} fresh processes; in-process (NL2CODE_SERVER=off) "
-           f"{cli['cold_median_s']} s; `python -c pass` {cli['python_pass_median_s']} s. Same output as in-process: "
-           f"{cli['same_output_as_in_process']}.",
-           f"- SIGTERM: exit code {r['exit_code']} after {r['stop_s']} s; socket removed: {r['socket_removed']}."]
-    return "\n".join(out) + "\n"
+            f"- RSS after the storm: {r['rss_kib_after_storm'] / 1024:.0f} MiB."]
 
 
 def main() -> dict[str, Any]:
@@ -306,6 +329,7 @@ def main() -> dict[str, Any]:
     p.add_argument("--max-queue", type=int, default=32)
     p.add_argument("--storm-rounds", type=int, default=5)
     p.add_argument("--cli-runs", type=int, default=10)
+    p.add_argument("--parts", default="load,storm,cli", help="which parts to run (comma-separated)")
     return common.run_main(p, run, report, clients=20, requests=2, storm_rounds=1, cli_runs=2)
 
 
