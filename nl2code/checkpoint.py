@@ -80,7 +80,11 @@ def _save_weights(state: dict, path: Path) -> None:
 def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, Any] | None = None,
                extra: dict[str, bytes] | None = None) -> None:
     def fill(tmp: Path) -> None:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        import torch
+
+        half = getattr(cfg, "weights_dtype", "float32") == "float16"
+        state = {k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
+                 for k, v in model.state_dict().items()}
         _save_weights(state, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"model": to_dict(cfg), "meta": meta or {}}, indent=2))
         tokenizer.save(tmp / TOKENIZER)
@@ -154,6 +158,10 @@ def load_model(path: str | Path, verify_hashes: bool = True):
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path / WEIGHTS} is not valid safetensors: {exc}") from None
+    import torch
+
+    if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
+        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
     model = build_model(cfg)
     try:
         model.load_state_dict(state, strict=True)
@@ -164,10 +172,65 @@ def load_model(path: str | Path, verify_hashes: bool = True):
     return model, cfg, tok, meta
 
 
-def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any]) -> None:
+# files a model folder may carry beside the model itself (all covered by the manifest)
+AUX_FILES = ("explain.safetensors", "explain.json", "index.sqlite", "api.json")
+
+
+def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half: bool = False,
+            explain: str | Path | None = None, corpus: str | Path | None = None) -> None:
     """Copy a verified model folder to dst with extra metadata (for shipping a model).
 
-    Only the inference files travel (weights, config, tokenizer); training state stays.
+    Only the inference files travel (weights, config, tokenizer, and the auxiliary files
+    it already carries); training state stays.
+    half: store the weights as float16 (half the size; loaded back as float32).
+    explain: a reverse model folder (task "explain", same tokenizer) to carry along.
+    corpus: a `data build` output whose retrieval index and API table to carry along.
     """
+    import dataclasses
+
     model, cfg, tok, meta = load_model(src)
-    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update})
+    if half:
+        cfg = dataclasses.replace(cfg, weights_dtype="float16")
+    extra = {name: (Path(src) / name).read_bytes() for name in AUX_FILES if (Path(src) / name).is_file()}
+    if explain is not None:
+        from nl2code import explain as explain_mod
+
+        tmp_tok = Path(tempfile.mkdtemp())
+        try:
+            tok.save(tmp_tok / TOKENIZER)
+            extra.update(explain_mod.attach(tmp_tok, Path(explain)))
+        finally:
+            shutil.rmtree(tmp_tok, ignore_errors=True)
+    if corpus is not None:
+        for name in ("index.sqlite", "api.json"):
+            f = Path(corpus) / name
+            if not f.is_file():
+                raise UsageError(f"{corpus} has no {name}: rebuild it with `nl2code data build`")
+            extra[name] = f.read_bytes()
+    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update}, extra=extra)
+
+
+def average(srcs: list[str | Path], dst: str | Path) -> None:
+    """Average the weights of checkpoints of one run (same config and tokenizer)."""
+    import torch
+
+    if len(srcs) < 2:
+        raise UsageError("averaging needs at least two model folders")
+    model, cfg, tok, meta = load_model(srcs[0])
+    total = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+    for other in srcs[1:]:
+        m2, cfg2, tok2, _ = load_model(other)
+        if dataclasses_key(cfg2) != dataclasses_key(cfg) or tok2.vocab_size != tok.vocab_size:
+            raise UsageError(f"{other} has another shape or tokenizer than {srcs[0]}: cannot average")
+        for k, v in m2.state_dict().items():
+            total[k] += v.detach().double()
+    state = {k: (v / len(srcs)).to(model.state_dict()[k].dtype) for k, v in total.items()}
+    model.load_state_dict(state)
+    save_model(Path(dst), model, cfg, tok, {**meta, "averaged_from": [str(s) for s in srcs]})
+
+
+def dataclasses_key(cfg: ModelConfig) -> dict[str, Any]:
+    d = to_dict(cfg)
+    d.pop("weights_dtype", None)
+    d.pop("dropout", None)
+    return d

@@ -30,6 +30,8 @@ class DefaultGroup(TyperGroup):
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         group_opts = {"--help", "-h", "--version", "-V", "--install-completion", "--show-completion"}
+        if args[:2] == ["train", "report"]:  # `train` takes a config path; its one subcommand
+            args = ["train-report", *args[2:]]
         if not args:
             if not sys.stdin.isatty():
                 args = ["generate"]
@@ -159,12 +161,20 @@ def _explain(cands, lang: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"candidates ({lang})", show_lines=False)
-    for col in ("#", "score", "logprob", "parses", "coverage", "code"):
-        table.add_column(col, overflow="fold")
+    for col in ("#", "score", "logprob", "parses", "coverage", "from", "recon", "why", "code"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("why", "code"), min_width=24 if col == "code" else None)
     for i, c in enumerate(cands, 1):
+        f = c.features
+        recon = f.get("reconstruction")
+        why = "; ".join(list(f.get("api_problems", [])) + list(c.danger))
         table.add_row(str(i), f"{c.score:.3f}", f"{c.logprob:.2f}", "yes" if c.parses else "no",
-                      f"{c.features.get('coverage', 1.0):.2f}", c.code)
-    _stderr().print(table)
+                      f"{f.get('coverage', 1.0):.2f}",
+                      f"retrieved {f.get('similarity', 0):.2f}" if f.get("retrieved") else "model",
+                      "" if recon is None else f"{recon:.2f}", why, c.code)
+    console = _stderr()
+    if not console.is_terminal:  # a log or a pipe: room for the code, never folded mid-token
+        console.width = max(console.width, 200)
+    console.print(table)
 
 
 def _warn_danger(cands) -> None:
@@ -285,6 +295,39 @@ def _via_server(text: str, lang: str, num: int, beam: int, model, precision, as_
             sys.stdout.write("\n# ---\n")
         _print_code(c["code"], rec["lang"], tty)
     return True
+
+@app.command("explain")
+def explain_cmd(
+    code: Optional[str] = typer.Argument(None, help="The code to explain ('-' or none: read stdin)."),
+    lang: str = typer.Option("python", "-l", "--lang", help="Language of the code: python, bash."),
+    num: int = typer.Option(1, "-n", "--num", min=1, max=10, help="Explanations to print."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
+                                         help="Model folder (default: the bundled model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+):
+    """Say in words what a snippet of code does (the reverse model)."""
+
+    def body():
+        from nl2code.syntax import canonical_lang
+
+        lang_c = canonical_lang(lang)
+        text = code
+        if text in (None, "-"):
+            if sys.stdin.isatty():
+                raise UsageError('no code given: nl2code explain "CODE" (or pipe it on stdin)')
+            text = read_stdin()
+        if not text.strip():
+            raise UsageError("empty code: give the code to explain as an argument or on stdin")
+        gen = load_generator(model, precision)
+        texts = gen.explain(text, lang_c, n=num)
+        if as_json:
+            sys.stdout.write(json.dumps({"code": text, "lang": lang_c, "model": str(gen.path),
+                                         "explanations": texts, "error": None}, ensure_ascii=False) + "\n")
+            return
+        sys.stdout.write("\n".join(texts) + "\n")
+
+    run_guarded(body)
 
 
 def _record(intent: str, lang: str, gen, cands, error: Optional[str]) -> dict:
@@ -422,6 +465,7 @@ def train_cmd(
             raise UsageError("no corpus: pass --corpus DIR or set [train] corpus")
         console = _stderr()
         log_path = Path(tcfg.out) / "log.jsonl" if tcfg.out else None
+        resumed_at = _resume_step(Path(tcfg.out)) if resume and tcfg.out else None
 
         def log(rec: dict) -> None:
             if log_path is not None:
@@ -440,6 +484,8 @@ def train_cmd(
             else:
                 console.print(f"{rec['event']} at step {rec.get('step')}", markup=False)
 
+        if resumed_at is not None and os.environ.get("RANK", "0") == "0":
+            log({"event": "resumed", "step": resumed_at})  # the training report marks it
         best = train(tcfg, mcfg, resume=resume, log=log)
         typer.echo(str(best))
 
@@ -470,13 +516,39 @@ def _train_from_history(config, corpus, model, name, max_steps) -> None:
     if not report["kept"]:
         raise typer.Exit(1)
 
+def _resume_step(out: Path) -> Optional[int]:
+    """The step a --resume continues from (None if there is nothing to resume: train says why)."""
+    from nl2code import checkpoint
+
+    try:
+        step = checkpoint.load_config(out / "last")[1].get("step")
+    except (Nl2CodeError, OSError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+@app.command("train-report", hidden=True)
+def train_report_cmd(
+    run_dir: Path = typer.Argument(..., help="A training folder (holds log.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN_DIR/report.html)."),
+):
+    """`nl2code train report RUN_DIR`: loss, dev loss, dev BLEU, tokens/s and lr as an HTML page."""
+
+    def body():
+        from nl2code import report as rp
+
+        path = rp.write(out or run_dir / "report.html", rp.train_html(run_dir))
+        typer.echo(str(path))
+
+    run_guarded(body)
+
 
 # --- eval -----------------------------------------------------------------------------------
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Path = typer.Argument(..., help="CoNaLa JSON, NL2Bash .nl/.cm prefix, or JSONL."),
-    lang: str = typer.Option("python", "-l", "--lang"),
+    dataset: Optional[Path] = typer.Argument(None, help="CoNaLa JSON, NL2Bash .nl/.cm prefix, or JSONL."),
+    lang: Optional[str] = typer.Option(None, "-l", "--lang", help="Default: python (with --exec: all)."),
     fmt: str = typer.Option("auto", "--format", help="conala, nl2bash, jsonl or auto."),
     first: int = typer.Option(0, "--first", help="Use only the first N examples (CoNaLa dev: 400)."),
     model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL"),
@@ -485,16 +557,46 @@ def eval_cmd(
                                            help="copy (intent as code) or nearest (needs --train)."),
     train_data: Optional[Path] = typer.Option(None, "--train", help="Training data for --baseline nearest."),
     train_skip: int = typer.Option(0, "--train-skip", help="Skip the first N training records (CoNaLa: 400)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, with a record per example."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report (needs nl2code[report])."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", metavar="A.json B.json",
+                                                        help="Compare two `eval --json` files side by side."),
+    exec_suite: Optional[Path] = typer.Option(None, "--exec", help="Execution suite (folder or .toml/.jsonl): "
+                                              "runs the top-5 candidates in child processes, pass@1/pass@5."),
+    self_test: bool = typer.Option(False, "--self-test", help="With --exec: every reference must pass, "
+                                   "every wrong solution fail (no model needed)."),
 ):
-    """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate."""
+    """Score a model (or a trivial baseline) on a dataset: BLEU, exact match, parse rate.
+
+    With --exec SUITE: execute the candidates against the suite's checks (see SECURITY.md).
+    """
 
     def body():
         from nl2code import evaluate
         from nl2code.syntax import canonical_lang
 
-        lang_c = canonical_lang(lang)
+        if report_path is not None:
+            from nl2code import report as rp
+
+            rp.require()  # before a long evaluation, not after
+        if exec_suite is not None:
+            if dataset is not None or baseline or train_data or first or fmt != "auto" or compare:
+                raise UsageError("--exec SUITE takes no DATASET, --baseline, --train, --first, --format or --compare")
+            return _eval_exec(exec_suite, canonical_lang(lang) if lang else None, model, beam, precision,
+                              as_json, self_test, report_path)
+        if self_test:
+            raise UsageError("--self-test needs --exec SUITE")
+        if compare:
+            unused = [flag for flag, on in (("--baseline", baseline), ("--train", train_data), ("--first", first),
+                                            ("--train-skip", train_skip), ("--format", fmt != "auto")) if on]
+            if unused:
+                raise UsageError(f"--compare reads two finished reports: {', '.join(unused)} would do nothing")
+            return _compare(compare, dataset, report_path, as_json)
+        if dataset is None:
+            raise UsageError("no dataset: nl2code eval DATASET, nl2code eval --exec SUITE, "
+                             "or nl2code eval --compare A.json B.json")
+        lang_c = canonical_lang(lang or "python")
         data = evaluate.load_dataset(dataset, fmt, first)
         if baseline == "copy":
             rows = evaluate.run_baseline(lambda s: s, data, lang_c)
@@ -517,9 +619,65 @@ def eval_cmd(
         else:
             raise UsageError(f"unknown baseline {baseline!r}: use copy or nearest")
         report = {"dataset": str(dataset), "system": name, **evaluate.summarise(rows, lang_c)}
+        if as_json or report_path is not None:
+            report_full = {**report, **evaluate.details(rows)}
+            if report_path is not None:
+                _stderr().print(f"report: {rp.write(report_path, rp.eval_html(report_full))}", markup=False)
+            report = report_full if as_json else report
         _emit_report(report, as_json)
 
     run_guarded(body)
+
+
+def _compare(files, dataset, report_path, as_json) -> None:
+    from nl2code import report as rp
+
+    if dataset is not None:
+        raise UsageError("--compare takes two eval JSON reports and no dataset")
+    result = rp.compare(rp.load_eval(files[0]), rp.load_eval(files[1]))
+    if report_path is not None:
+        _stderr().print(f"report: {rp.write(report_path, rp.compare_html(result))}", markup=False)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        sys.stdout.write(rp.compare_text(result))
+
+
+def _eval_exec(suite: Path, lang: Optional[str], model: Optional[Path], beam: int,
+               precision: Optional[str], as_json: bool, self_test: bool, report_path: Optional[Path] = None) -> None:
+    from rich.progress import Progress
+
+    from nl2code import execsuite
+
+    cases = execsuite.load_suite(suite, lang)
+    if self_test:
+        with Progress(console=_stderr(), transient=True) as prog:
+            task = prog.add_task("self-test", total=2 * len(cases))
+            problems = execsuite.self_test(cases, progress=lambda: prog.advance(task))
+        if as_json:
+            typer.echo(json.dumps({"suite": str(suite), "cases": len(cases), "runs": 2 * len(cases),
+                                   "problems": problems}))
+        else:
+            typer.echo(f"self-test {suite}: {len(cases)} cases, {2 * len(cases)} runs, "
+                       f"{len(problems)} problem{'' if len(problems) == 1 else 's'}")
+            for line in problems:
+                typer.echo(f"  {line}")
+        if problems:
+            raise typer.Exit(1)
+        return
+    gen = load_generator(model, precision)
+    with Progress(console=_stderr(), transient=True) as prog:
+        gen_task = prog.add_task("generating", total=len(cases))
+        run_task = prog.add_task("running", total=None)
+        results = execsuite.score(gen, cases, beam=beam, gen_progress=lambda: prog.advance(gen_task),
+                                  run_progress=lambda: prog.advance(run_task))
+    report = execsuite.report(results, str(suite), str(gen.path))
+    if report_path is not None:
+        from nl2code import report as rp
+
+        _stderr().print(f"report: {rp.write(report_path, rp.eval_html(execsuite.for_report(report)))}",
+                        markup=False)
+    typer.echo(json.dumps(report) if as_json else execsuite.format_table(report))
 
 
 # --- model ----------------------------------------------------------------------------------
@@ -564,6 +722,9 @@ def model_package(
     out: Path = typer.Option(..., "--out", "-o", help="Destination folder (e.g. nl2code/assets/default)."),
     meta: list[str] = typer.Option([], "--meta", help="KEY=JSON metadata to record (repeatable)."),
     meta_file: list[Path] = typer.Option([], "--meta-file", help="KEY=FILE.json metadata (repeatable)."),
+    half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size)."),
+    explain: Optional[Path] = typer.Option(None, "--explain", help="A reverse (code -> intent) model to carry along."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="A data build output: carry its retrieval index and API table."),
 ):
     """Copy a model for shipping, without training state, adding metadata (dev scores ...)."""
 
@@ -583,7 +744,23 @@ def model_package(
                 update[key] = json.loads(Path(value).read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 raise UsageError(f"--meta-file {item}: {exc}") from None
-        checkpoint.package(src, out, update)
+        checkpoint.package(src, out, update, half=half, explain=explain, corpus=corpus)
+        typer.echo(str(out))
+
+    run_guarded(body)
+
+
+@model_app.command("average")
+def model_average(
+    srcs: list[Path] = typer.Argument(..., help="Model folders of one run (e.g. its saved checkpoints)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Destination folder."),
+):
+    """Average the weights of several checkpoints of one training run."""
+
+    def body():
+        from nl2code import checkpoint
+
+        checkpoint.average(srcs, out)
         typer.echo(str(out))
 
     run_guarded(body)

@@ -23,6 +23,9 @@ class ModelConfig:
     d_ff: int = 1024
     dropout: float = 0.2
     max_len: int = 256
+    # how the weights are stored on disk: float32, or float16 (half the size; upcast to
+    # float32 when loaded, so inference runs as before)
+    weights_dtype: Literal["float32", "float16"] = "float32"
     # rnn baseline only
     rnn_hidden: int = 256
     rnn_layers: int = 2
@@ -52,6 +55,10 @@ class TrainConfig:
     source_weights: dict[str, float] = field(default_factory=dict)
     init_from: str = ""  # model folder to fine-tune from (weights + tokenizer reused)
     log_every: int = 50
+    tokenizer: str = ""  # an existing tokenizer.model to use instead of training one
+    task: Literal["code", "explain"] = "code"  # explain: the reverse model, code -> intent
+    keep_checkpoints: int = 0  # > 0: also keep the model of each of the last N evaluations (for averaging)
+    device: str = "auto"  # auto: cuda when available, else cpu (bf16 autocast on cuda)
 
 
 @dataclass

@@ -49,16 +49,18 @@ def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig) 
 def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     n = 1 if greedy else cfg.n_best
     B = src.shape[0]
+    dev = src.device
+    never = _NEVER.to(dev)
     memory = model.encode(src, src_mask)
-    idx = torch.arange(B).repeat_interleave(n)
+    idx = torch.arange(B, device=dev).repeat_interleave(n)
     if n > 1:
         memory = model.expand_memory(memory, idx)
     N = B * n
-    gen = torch.Generator().manual_seed(cfg.seed)
-    tokens = torch.full((N, 1), BOS, dtype=torch.long)
-    logprob = torch.zeros(N)
-    done = torch.zeros(N, dtype=torch.bool)
-    lengths = torch.zeros(N, dtype=torch.long)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    tokens = torch.full((N, 1), BOS, dtype=torch.long, device=dev)
+    logprob = torch.zeros(N, device=dev)
+    done = torch.zeros(N, dtype=torch.bool, device=dev)
+    lengths = torch.zeros(N, dtype=torch.long, device=dev)
     cache = None
     out = []
     # max_len model steps, like beam search (a position past max_len may not exist in the
@@ -66,7 +68,7 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     for t in range(cfg.max_len):
         logits, cache = model.step(tokens[:, -1:], memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        logp.index_fill_(1, _NEVER, NEG)
+        logp.index_fill_(1, never, NEG)
         if t < cfg.min_len:
             logp[:, EOS] = NEG
         if greedy:
@@ -117,24 +119,26 @@ def _beam(model, src, src_mask, cfg: DecodeConfig):
     rebuilt once at the end instead of being copied every step."""
     B, K, alpha = src.shape[0], cfg.beam_size, cfg.length_penalty
     L = cfg.max_len
+    dev = src.device
+    never = _NEVER.to(dev)
     memory = model.encode(src, src_mask)
-    memory = model.expand_memory(memory, torch.arange(B).repeat_interleave(K))
+    memory = model.expand_memory(memory, torch.arange(B, device=dev).repeat_interleave(K))
     BK = B * K
-    scores = torch.full((B, K), NEG)
+    scores = torch.full((B, K), NEG, device=dev)
     scores[:, 0] = 0.0  # only the first beam is alive at the start
-    last = torch.full((BK, 1), BOS, dtype=torch.long)
-    fin_scores = torch.full((B, K), NEG)  # normalised
-    fin_lp = torch.full((B, K), NEG)
-    fin_ref = torch.zeros((B, K), dtype=torch.long)  # step * BK + parent row
-    base = (torch.arange(B) * K).unsqueeze(1)  # (B, 1)
-    done = torch.zeros(B, dtype=torch.bool)  # sticky: a done intent's finished list is final
+    last = torch.full((BK, 1), BOS, dtype=torch.long, device=dev)
+    fin_scores = torch.full((B, K), NEG, device=dev)  # normalised
+    fin_lp = torch.full((B, K), NEG, device=dev)
+    fin_ref = torch.zeros((B, K), dtype=torch.long, device=dev)  # step * BK + parent row
+    base = (torch.arange(B, device=dev) * K).unsqueeze(1)  # (B, 1)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)  # sticky: a done intent's finished list is final
     toks: list[torch.Tensor] = []  # per step: (BK,) token of each alive row
     parents: list[torch.Tensor] = []  # per step: (BK,) the row it extended
     cache = None
     for t in range(L):
         logits, cache = model.step(last, memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
-        logp.index_fill_(1, _NEVER, NEG)
+        logp.index_fill_(1, never, NEG)
         if t < cfg.min_len:
             logp[:, EOS] = NEG
         # the best 2K extensions of each row contain the best 2K of its intent

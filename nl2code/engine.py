@@ -52,6 +52,7 @@ class Generator:
         self.rerank_cfg = rerank_cfg or RerankConfig()
         self._lock = threading.Lock()
         self.languages = list(meta.get("languages") or ["python", "bash"])
+        self.augment = None  # retrieval, reverse model, API table: set when the folder has them
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -72,7 +73,11 @@ class Generator:
         path = resolve_model(path)  # a folder, a user's model name, or None: the default
         model, cfg, tok, meta = load_model(path)
         runner, precision = for_inference(model, precision)
-        return cls(runner, cfg, tok, meta, path, precision=precision)
+        gen = cls(runner, cfg, tok, meta, path, precision=precision)
+        from nl2code.augment import Augmenter
+
+        gen.augment = Augmenter(path, tok, model, cfg.max_len)
+        return gen
 
     def _decode_config(self, n: int, config: DecodeConfig | None) -> DecodeConfig:
         if config is None:
@@ -116,7 +121,7 @@ class Generator:
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg)
         results = []
-        for (canon, slot_list, _), hs in zip(prepared, hyps):
+        for raw_intent, (canon, slot_list, src_ids), hs in zip(intents, prepared, hyps):
             wanted = {s.placeholder for s in slot_list}
             cands: list[Candidate] = []
             seen: set[str] = set()
@@ -129,11 +134,16 @@ class Generator:
                 f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, code, lang)
                 f["finished"] = h.finished
                 f["repaired"] = False
-                if not h.finished:
-                    f["parses"] = False  # cut at max_len: never offer truncated code
+                if not h.finished or slots.placeholders_in(code):
+                    # cut at max_len, or an internal placeholder the intent had no value
+                    # for (`str_0`): never offered
+                    f["parses"] = False
                 cands.append(Candidate(code, lang, score(f, self.rerank_cfg), h.logprob, f["parses"], f, f["danger"]))
                 if h.finished and not f["parses"] and lang == "python":
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
+            if self.augment is not None:
+                with self._lock:
+                    self._augment(clean_intent(raw_intent), canon, src_ids, lang, cands, seen, wanted, slot_list)
             # at most n: parsing candidates best first, then (keep_unparsed) the others
             ranked = rerank(cands)
             if keep_unparsed:
@@ -147,6 +157,25 @@ class Generator:
             results.append(ranked)
         return results
 
+    def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list) -> None:
+        """Add retrieved candidates; score every parsing candidate's reconstruction and API use."""
+        aug = self.augment
+        new = [r for r in aug.retrieved(intent, slot_list, lang) if r[0] not in seen]
+        forced = aug.forced_logprobs(src_ids, [r[1] for r in new])
+        for (code, canon_code, sim, _), (lp, n) in zip(new, forced):
+            seen.add(code)
+            f = features(canon_code, n - 1, lp, lp / max(n, 1), wanted, code, lang)
+            f.update(finished=True, repaired=False, retrieved=True, similarity=sim)
+            cands.append(Candidate(code, lang, 0.0, lp, f["parses"], f, f["danger"]))
+        live = [c for c in cands if c.parses]
+        canon_codes = [slots.canonicalize_pair(intent, c.code)[1] for c in live]
+        recon = aug.reconstruction(canon, canon_codes, lang)
+        for i, c in enumerate(live):
+            c.features["reconstruction"] = recon[i] if recon is not None else None
+            c.features["api_problems"] = aug.api_problems(c.code, lang)
+        for c in cands:
+            c.score = score(c.features, self.rerank_cfg)
+
     def _repairs(self, code, canon_code, h, wanted, lang, seen) -> list[Candidate]:
         """Bracket-balanced variants of a near-miss that parse, marked as repaired."""
         out = []
@@ -156,9 +185,31 @@ class Generator:
             seen.add(variant)
             f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, variant, lang)
             f["finished"], f["repaired"] = True, True
-            if f["parses"]:
+            if f["parses"] and not slots.placeholders_in(variant):
                 out.append(Candidate(variant, lang, score(f, self.rerank_cfg), h.logprob, True, f, f["danger"]))
         return out
+
+    def explain(self, code: str, lang: str = "python", n: int = 1) -> list[str]:
+        """What code does, in words (the reverse model): up to n intents, best first."""
+        from nl2code.explain import MAX_CODE_CHARS
+
+        lang = canonical_lang(lang)
+        if not isinstance(code, str) or not code.strip():
+            raise UsageError("empty code: give the code to explain as an argument or on stdin")
+        if "\x00" in code:
+            raise UsageError("the code contains NUL bytes: binary input cannot be explained")
+        if len(code) > MAX_CODE_CHARS:
+            raise UsageError(f"code too long ({len(code):,} characters; the limit is {MAX_CODE_CHARS:,})")
+        if n < 1:
+            raise UsageError("n must be at least 1")
+        explainer = self.augment.explainer if self.augment is not None else None
+        if explainer is None:
+            raise UsageError(f"the model at {self.path} has no reverse model (explain.safetensors): "
+                             "package one with `nl2code model package --explain`")
+        with self._lock:
+            texts = explainer.explain(code.strip("\n"), lang, n=max(n, 5))
+        clean = [t for t in texts if not slots.placeholders_in(t)]
+        return (clean or texts)[:n]
 
     def info(self) -> dict[str, Any]:
         c = self.model_cfg
@@ -166,4 +217,5 @@ class Generator:
         n_params = sum(p.numel() for p in module.parameters())
         return {"path": str(self.path), "arch": c.arch, "parameters": n_params, "precision": self.precision,
                 "d_model": c.d_model, "layers": [c.n_enc_layer, c.n_dec_layer],
-                "vocab_size": c.vocab_size, "languages": self.languages, "meta": self.meta}
+                "vocab_size": c.vocab_size, "languages": self.languages,
+                "parts": self.augment.parts() if self.augment is not None else {}, "meta": self.meta}

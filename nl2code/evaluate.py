@@ -12,7 +12,7 @@ import re
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +39,8 @@ def load_dataset(path: str | Path, fmt: str = "auto", first: int = 0, skip: int 
     elif fmt == "nl2bash":
         items = list(readers.read_nl2bash(p.with_suffix(""), report))
     elif fmt == "jsonl":
-        items = list(readers.read_jsonl(p, report, "eval", intent_key="intent", code_key="code"))
+        items = list(readers.read_jsonl(p, report, p.stem, intent_key="intent", code_key="code",
+                                        source_key="source"))
     else:
         raise UsageError(f"unknown format {fmt!r}: use conala, nl2bash or jsonl")
     items = items[skip:]
@@ -85,6 +86,13 @@ class Row:
     plain: str  # the model's own first choice, parses or not
     plain_parses: bool
     ms: float
+    source: str = ""
+    lang: str = ""
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # the first few, ranked
+
+
+KEEP_CANDIDATES = 5  # candidates per example kept in the per-example records
+LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 15), (16, 20), (21, None))  # intent length in words
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -110,8 +118,12 @@ def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
         by_model = sorted((c for c in cands if not c.features.get("repaired")),
                           key=lambda c: -c.features["norm_logprob"])
         plain = by_model[0] if by_model else None
+        shown = [{"code": c.code, "parses": c.parses, "score": round(c.score, 4),
+                  "repaired": bool(c.features.get("repaired")),
+                  "coverage": round(c.features.get("coverage", 1.0), 3)} for c in cands[:KEEP_CANDIDATES]]
         rows.append(Row(ex.intent, ex.code, parsing[0].code if parsing else None,
-                        plain.code if plain else "", bool(plain and plain.parses), ms))
+                        plain.code if plain else "", bool(plain and plain.parses), ms,
+                        ex.source, ex.lang, shown))
         if progress:
             progress()
     return rows
@@ -125,7 +137,8 @@ def run_baseline(fn: Callable[[str], str], data: list[Example], lang: str) -> li
         code = fn(ex.intent)
         ms = (time.perf_counter() - t) * 1000
         ok = syntax.parses(code, lang)
-        rows.append(Row(ex.intent, ex.code, code, code, ok, ms))
+        rows.append(Row(ex.intent, ex.code, code, code, ok, ms, ex.source, ex.lang,
+                        [{"code": code, "parses": ok}]))
     return rows
 
 
@@ -147,4 +160,55 @@ def summarise(rows: list[Row], lang: str) -> dict[str, Any]:
         "plain_beam_top1_parse_rate": round(100.0 * sum(r.plain_parses for r in rows) / len(rows), 2),
         "latency_ms_p50": round(statistics.median(lat), 1) if lat else 0.0,
         "latency_ms_p95": round(_pct(lat, 0.95), 1),
+    }
+
+
+def _group(rows: list[Row]) -> dict[str, Any]:
+    refs = [r.reference for r in rows]
+    top1 = [r.top1 if r.top1 is not None else "" for r in rows]
+    return {
+        "examples": len(rows),
+        "bleu": round(metrics.conala_bleu(refs, top1), 2),
+        "exact_match": round(metrics.exact_match(refs, top1), 2),
+        "answered_rate": round(100.0 * sum(r.top1 is not None for r in rows) / len(rows), 2),
+    }
+
+
+def length_bucket(intent: str) -> str:
+    words = len(intent.split())
+    for lo, hi in LENGTH_BUCKETS:
+        if hi is None or words <= hi:
+            return f"{lo}+" if hi is None else f"{lo}-{hi}"
+    raise AssertionError("unreachable: the last bucket is open")
+
+
+def details(rows: list[Row]) -> dict[str, Any]:
+    """Breakdowns by source and by intent length, and one record per example.
+
+    The groups use the same corpus BLEU as the summary; each record carries a smoothed
+    sentence BLEU (for ranking the worst cases) of the answer and of every kept candidate.
+    """
+    by_source: dict[str, list[Row]] = {}
+    by_length: dict[str, list[Row]] = {f"{lo}+" if hi is None else f"{lo}-{hi}": [] for lo, hi in LENGTH_BUCKETS}
+    for r in rows:
+        by_source.setdefault(r.source or "unknown", []).append(r)
+        by_length[length_bucket(r.intent)].append(r)
+    cases = []
+    for i, r in enumerate(rows):
+        answer = r.top1 if r.top1 is not None else ""
+        cases.append({
+            "id": i, "intent": r.intent, "reference": r.reference, "source": r.source or "unknown",
+            "lang": r.lang, "answer": r.top1, "answered": r.top1 is not None,
+            "bleu": round(metrics.sentence_bleu(r.reference, answer), 2),
+            "exact": metrics.exact_match([r.reference], [answer]) == 100.0,
+            "plain": r.plain, "plain_parses": r.plain_parses,
+            "plain_bleu": round(metrics.sentence_bleu(r.reference, r.plain), 2),
+            "candidates": [{**c, "bleu": round(metrics.sentence_bleu(r.reference, c["code"]), 2)}
+                           for c in r.candidates],
+            "ms": round(r.ms, 2),
+        })
+    return {
+        "by_source": {k: _group(v) for k, v in sorted(by_source.items())},
+        "by_intent_length": {k: _group(v) for k, v in by_length.items() if v},
+        "cases": cases,
     }

@@ -54,3 +54,26 @@ def exact_match(references: list[str], hypotheses: list[str]) -> float:
         return 0.0
     same = sum(tokenize_for_bleu(r) == tokenize_for_bleu(h) for r, h in zip(references, hypotheses))
     return 100.0 * same / len(references)
+
+
+def sentence_bleu(reference: str, hypothesis: str, max_order: int = 4) -> float:
+    """BLEU of one hypothesis, in [0, 100], add-one smoothed for n > 1 (Lin and Och 2004).
+
+    Corpus BLEU of a single pair is 0 whenever one 4-gram is missing; the smoothing keeps
+    near misses apart from nonsense, which is what ranking single examples needs.
+    """
+    ref, hyp = tokenize_for_bleu(reference), tokenize_for_bleu(hypothesis)
+    if not hyp or not ref:
+        return 100.0 if hyp == ref else 0.0
+    log_p = 0.0
+    for n in range(1, max_order + 1):
+        m = sum((_ngrams(hyp, n) & _ngrams(ref, n)).values())
+        p = max(len(hyp) - n + 1, 0)
+        if n == 1:
+            if m == 0:
+                return 0.0
+            log_p += math.log(m / p)
+        else:
+            log_p += math.log((m + 1) / (p + 1))
+    bp = 1.0 if len(hyp) > len(ref) else math.exp(1 - len(ref) / len(hyp))
+    return 100.0 * bp * math.exp(log_p / max_order)

@@ -20,6 +20,10 @@ class RerankConfig:
     w_invented: float = 2.0  # per placeholder the intent does not have
     w_length: float = 0.0  # log(1 + tokens); >0 favours longer code
     w_repaired: float = 0.5  # penalty for a candidate whose brackets nl2code balanced
+    w_reconstruction: float = 0.5  # log P(intent | code) per intent token (reverse model)
+    w_retrieved: float = 0.0  # bias for a retrieved training snippet
+    w_similarity: float = 1.0  # retrieved: word overlap of its intent with the user's
+    w_api: float = 1.0  # per name the candidate uses that its module does not have
     danger_penalty: float = 100.0
 
 
@@ -54,13 +58,20 @@ def features(canon_code: str, n_tokens: int, logprob: float, norm_score: float,
         "parses": result.ok,
         "errors": len(result.errors),
         "danger": safety.dangers(code) if lang == "bash" else [],
+        "retrieved": False,
+        "similarity": 0.0,
+        "reconstruction": None,
+        "api_problems": [],
     }
 
 
 def score(f: dict[str, Any], cfg: RerankConfig) -> float:
     s = (cfg.w_logprob * f["norm_logprob"] + cfg.w_coverage * f["coverage"]
          - cfg.w_invented * f["invented"] + cfg.w_length * f["log_length"]
-         - cfg.w_repaired * f.get("repaired", False))
+         - cfg.w_repaired * f.get("repaired", False)
+         + cfg.w_reconstruction * (f.get("reconstruction") or 0.0)
+         + (cfg.w_retrieved + cfg.w_similarity * f.get("similarity", 0.0)) * f.get("retrieved", False)
+         - cfg.w_api * len(f.get("api_problems", ())))
     if f["danger"]:
         s -= cfg.danger_penalty
     return s

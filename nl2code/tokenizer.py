@@ -48,7 +48,7 @@ class Tokenizer:
             raise CheckpointError("tokenizer model lacks language tags: not an nl2code tokenizer")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000) -> "Tokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, threads: int = 2) -> "Tokenizer":
         spm = _import_spm()
         buf = io.BytesIO()
         texts = [t for t in texts if t]
@@ -77,7 +77,7 @@ class Tokenizer:
                 input_sentence_size=2_000_000,
                 shuffle_input_sentence=True,
                 hard_vocab_limit=False,
-                num_threads=2,
+                num_threads=max(1, threads),
                 minloglevel=2,
             )
         except RuntimeError as exc:

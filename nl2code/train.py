@@ -41,10 +41,44 @@ class Encoded:
     example: Example
 
 
+_POOL_STATE: tuple | None = None  # (tokenizer, config) inherited by forked encode workers
+
+
+def _encode_chunk(chunk: list[Example]) -> list[Encoded]:
+    tok, cfg = _POOL_STATE
+    return _encode_serial(chunk, tok, cfg)
+
+
 def encode_examples(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -> list[Encoded]:
+    """Encode a corpus; large ones in forked worker processes (same result, in order)."""
+    global _POOL_STATE
+    workers = min(os.cpu_count() or 1, 16)
+    if len(examples) < 50_000 or workers < 4 or "fork" not in __import__("multiprocessing").get_all_start_methods():
+        return _encode_serial(examples, tok, cfg)
+    import multiprocessing
+
+    size = -(-len(examples) // (workers * 4))
+    chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
+    _POOL_STATE = (tok, cfg)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_encode_chunk, chunks)
+    finally:
+        _POOL_STATE = None
+    return [e for part in parts for e in part]
+
+
+def _encode_serial(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -> list[Encoded]:
+    """task "code": intent -> code; task "explain" (the reverse model): code -> intent.
+
+    Both sides are slot-canonical, so the reverse model scores (intent, code) pairs in the
+    same form the forward model produced them."""
     out = []
+    explain = cfg.task == "explain"
     for ex in examples:
         intent, code, _ = slots.canonicalize_pair(ex.intent, ex.code)
+        if explain:
+            intent, code = code, intent
         src = tok.encode_source(intent, ex.lang)[: cfg.max_src_len]
         tgt = tok.encode(code) + [EOS]
         if len(tgt) > cfg.max_tgt_len or len(tgt) < 2:
@@ -140,13 +174,40 @@ def load_corpus(corpus: Path) -> tuple[list[Example], list[Example], dict[str, f
     return read_jsonl(corpus / "train.jsonl"), read_jsonl(corpus / "dev.jsonl"), weights
 
 
+def resolve_device(name: str) -> torch.device:
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown training device {name!r}: use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda asked for, but PyTorch sees no CUDA GPU")
+    return dev
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (weights and optimizer stay float32); nothing on CPU."""
+    import contextlib
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def dev_loss(model, dev: list[Encoded], cfg: TrainConfig) -> float:
     model.eval()
     total = count = 0.0
+    device = _model_device(model)
     with torch.inference_mode():
         for c in range(0, len(dev), 64):
-            src, mask, tin, tout = collate(dev[c : c + 64])
-            logits = model(src, mask, tin)
+            src, mask, tin, tout = (t.to(device) for t in collate(dev[c : c + 64]))
+            with _autocast(device):
+                logits = model(src, mask, tin).float()
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
                                    ignore_index=PAD, reduction="sum")
             total += float(loss)
@@ -155,8 +216,10 @@ def dev_loss(model, dev: list[Encoded], cfg: TrainConfig) -> float:
     return total / max(count, 1)
 
 
-def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int) -> float:
-    """Greedy decoding of the first n dev examples of the first dev source, CoNaLa BLEU."""
+def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int, task: str = "code") -> float:
+    """Greedy decoding of the first n dev examples of the first dev source, CoNaLa BLEU.
+
+    For the reverse model (task "explain") the slot-canonical intent is the reference."""
     from nl2code.decode import decode
     from nl2code.metrics import conala_bleu
 
@@ -167,10 +230,17 @@ def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int) -> float:
     model.eval()
     hyps, refs = [], []
     cfg = DecodeConfig(strategy="greedy", n_best=1, max_len=min(100, model.cfg.max_len - 1))
+    device = _model_device(model)
     for c in range(0, len(items), 32):
         chunk = items[c : c + 32]
         src, mask, _, _ = collate(chunk)
-        for e, h in zip(chunk, decode(model, src, mask, cfg)):
+        with _autocast(device):
+            decoded = decode(model, src.to(device), mask.to(device), cfg)
+        for e, h in zip(chunk, decoded):
+            if task == "explain":
+                hyps.append(tok.decode(h[0].ids))
+                refs.append(tok.decode(e.tgt[:-1]))
+                continue
             _, s = slots.canonicalize(e.example.intent)
             hyps.append(slots.restore(tok.decode(h[0].ids), s, e.example.lang))
             refs.append(e.example.code)
@@ -187,6 +257,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         raise UsageError("training needs an output folder (--out)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     log = log or (lambda rec: None)
     checkpoint.recover_dir(out / "last")
     if resume and not (out / "last" / STATE).is_file():
@@ -202,12 +273,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         model, base_cfg, tok, _ = checkpoint.load_model(cfg.init_from)
         model_cfg = base_cfg
     else:
-        if rank == 0:
+        if cfg.tokenizer:
+            tok = Tokenizer.load(Path(cfg.tokenizer))
+        elif rank == 0:
             tok = Tokenizer.train(tokenizer_texts(train_ex), cfg.vocab_size)
             if world > 1:
                 out.mkdir(parents=True, exist_ok=True)
                 tok.save(out / "tokenizer.model")
-        if world > 1:
+        if world > 1 and not cfg.tokenizer:
             torch.distributed.barrier()
             if rank != 0:
                 tok = Tokenizer.load(out / "tokenizer.model")
@@ -216,7 +289,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         from nl2code.model import build_model
 
         model = build_model(model_cfg)
+    model.to(device)
     model.train()
+    # checkpoints of a run are float32 (resume must be exact); `model package --half` halves
+    model_cfg = replace(model_cfg, weights_dtype="float32")
     # the model has positions for max_len tokens: longer sources are cut, longer targets skipped
     lengths = replace(cfg, max_src_len=min(cfg.max_src_len, model_cfg.max_len),
                       max_tgt_len=min(cfg.max_tgt_len, model_cfg.max_len))
@@ -228,7 +304,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     state = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad_evals": 0, "elapsed": 0.0, "tokens": 0}
     if resume:
         try:  # weights_only: never unpickle arbitrary objects
-            saved = torch.load(out / "last" / STATE, weights_only=True)
+            saved = torch.load(out / "last" / STATE, weights_only=True, map_location="cpu")
         except Exception as exc:
             first = " ".join(str(exc).split())[:200]
             raise CheckpointError(f"{out / 'last' / STATE} is not a valid training state: {first}") from None
@@ -241,7 +317,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         random.seed(cfg.seed)
     ddp = model
     if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     stop = {"signal": None}
 
@@ -252,7 +328,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
 
     # the engine reads "languages" to refuse a language the model never saw
     languages = [lang for lang in LANGUAGES if any(e.example.lang == lang for e in train_data)]
-    meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data), "languages": languages}
+    meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data), "languages": languages,
+            "task": cfg.task}
 
     def save_last() -> None:
         if rank != 0:
@@ -279,17 +356,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         batches = batches[rank::world]
         while state["batch"] < len(batches):
             items = [train_data[i] for i in batches[state["batch"]]]
-            src, mask, tin, tout = collate(items)
+            batch = collate(items)
+            n_tok = int((batch[3] != PAD).sum())  # counted on the host: no device sync
+            src, mask, tin, tout = (t.to(device, non_blocking=True) for t in batch)
             for g in opt.param_groups:
                 g["lr"] = lr_at(state["step"] + 1, cfg)
-            logits = ddp(src, mask, tin)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1),
+            with _autocast(device):
+                logits = ddp(src, mask, tin)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tout.reshape(-1),
                                    ignore_index=PAD, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
-            n_tok = int((tout != PAD).sum())
             state["step"] += 1
             state["batch"] += 1
             state["tokens"] += n_tok
@@ -305,7 +384,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
             last_step = state["step"] >= cfg.max_steps or out_of_time
             if rank == 0 and (state["step"] % cfg.eval_every == 0 or last_step):
                 dl = dev_loss(model, dev_data, cfg) if dev_data else float("nan")
-                bleu = dev_bleu(model, tok, dev_data, cfg.dev_bleu_examples)
+                bleu = dev_bleu(model, tok, dev_data, cfg.dev_bleu_examples, cfg.task)
                 improved = bleu > state["best"]
                 log({"event": "eval", "step": state["step"], "dev_loss": dl, "dev_bleu": bleu,
                      "best": max(bleu, state["best"])})
@@ -316,6 +395,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
                 else:
                     state["bad_evals"] += 1
                 save_last()
+                if cfg.keep_checkpoints > 0:
+                    _keep_checkpoint(out, model, model_cfg, tok, {**meta, **state, "dev_bleu": bleu},
+                                     state["step"], cfg.keep_checkpoints)
                 last_save = time.monotonic()
                 if cfg.patience and state["bad_evals"] >= cfg.patience:
                     log({"event": "early_stop", "step": state["step"]})
@@ -347,6 +429,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     if rank == 0 and not (out / "best").exists():
         checkpoint.save_model(out / "best", model, model_cfg, tok, {**meta, **state})
     return out / "best"
+
+
+def _keep_checkpoint(out: Path, model, model_cfg, tok, meta: dict, step: int, keep: int) -> None:
+    """Save the model as out/step-NNNNNNN and delete all but the newest `keep` of them."""
+    import shutil
+
+    checkpoint.save_model(out / f"step-{step:07d}", model, model_cfg, tok, meta)
+    kept = sorted(p for p in out.iterdir() if p.name.startswith("step-") and p.is_dir())
+    for old in kept[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_train_config(path: str | Path) -> tuple[TrainConfig, ModelConfig]:

@@ -24,8 +24,10 @@ from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
 from nl2code.paths import data_root
 
-KINDS = ("conala", "jsonl", "nl2bash", "django", "mine")
-_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard"}
+KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
+_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval"}
+# sources whose pairs the retrieval index holds, unless the recipe's `retrieval` lists them
+_RETRIEVAL_KINDS = ("conala", "jsonl", "nl2bash", "tldr", "pydoc")
 _GUARD_KEYS = {"kind", "path", "optional"}
 
 
@@ -44,6 +46,9 @@ class Source:
     miners: list[str] = field(default_factory=lambda: ["docstring", "comment", "doctest"])
     cap: int = 50_000
     max_examples: int = 0
+    # > 0: also train on the intent with backticks and quotes removed (the code keeps the
+    # names), tagged `<name>-free`, with this weight
+    freeform_weight: float = 0.0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Recipe:
     sources: list[Source]
     leak_guard: list[dict[str, str]]
     dedup_near: bool = True
+    retrieval: list[str] | None = None  # source tags for the retrieval index
 
 
 def _expand(value: str, root: Path) -> Path:
@@ -94,13 +100,16 @@ def load_recipe(path: str | Path) -> Recipe:
     if not sources:
         raise DataError(f"{path}: the recipe names no [[source]]")
     guard = raw.get("leak_guard", [])
-    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True))
+    retrieval = raw.get("retrieval")
+    if retrieval is not None and (not isinstance(retrieval, list) or not all(isinstance(x, str) for x in retrieval)):
+        raise DataError(f"{path}: retrieval must be a list of source names")
+    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval)
 
 
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
     value = getattr(src, key)
     p = _expand(value, recipe.data_root)
-    probe = [p] if src.kind in ("conala", "jsonl") else [
+    probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc") else [
         p.with_suffix(ext) for ext in ((".nl", ".cm") if src.kind == "nl2bash" else (".anno", ".code"))
     ]
     for q in probe:
@@ -134,6 +143,18 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
         items = list(readers.read_jsonl(path, report, src.name, src.lang))
     elif src.kind == "nl2bash":
         items = list(readers.read_nl2bash(path, report, src.name))
+    elif src.kind == "tldr":
+        if which == "dev":
+            return []
+        from nl2code.data.tldr import read_tldr
+
+        items = list(read_tldr(path, report, src.name))
+    elif src.kind == "pydoc":
+        if which == "dev":
+            return []
+        from nl2code.data.pydoc import read_pydoc
+
+        items = list(read_pydoc(path, report, src.name))
     else:
         rng = src.dev_range if which == "dev" else src.range
         start, stop = (rng + [0, None])[:2] if rng else (0, None)
@@ -146,7 +167,29 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
         return []
     if src.max_examples and which == "train":
         items = items[: src.max_examples]
+    if src.freeform_weight > 0 and which == "train":
+        items = items + freeform_variants(items, f"{src.name}-free")
     return items
+
+
+_TICKS = re.compile(r"`([^`]*)`")
+_QUOTED = re.compile(r"""(?<![\w])(['"])(.+?)\1(?![\w])""")
+
+
+def freeform_intent(intent: str) -> str:
+    """`sort list `xs` by key 'name'` -> `sort list xs by key name` (how people type)."""
+    text = _TICKS.sub(r"\1", intent)
+    text = _QUOTED.sub(r"\2", text)
+    return " ".join(text.split())
+
+
+def freeform_variants(items: list[Example], tag: str) -> list[Example]:
+    out = []
+    for ex in items:
+        free = freeform_intent(ex.intent)
+        if free and free != ex.intent:
+            out.append(Example(free, ex.code, ex.lang, tag))
+    return out
 
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -171,8 +214,8 @@ def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
             report.drop("exact duplicate")
             continue
         seen_exact.add(key)
-        if near:
-            nkey = (_norm(ex.intent), _code_norm(ex.code))
+        if near:  # a free-form variant differs from its original only in punctuation: keep it
+            nkey = (_norm(ex.intent), _code_norm(ex.code), ex.source.endswith("-free"))
             if nkey in seen_near:
                 report.drop("near duplicate")
                 continue
@@ -181,8 +224,37 @@ def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
     return out
 
 
+def exec_suite_examples(folder: Path) -> list[Example]:
+    """(intent, reference) of every case of an execution suite (*.toml [[case]] tables or
+    *.jsonl records with intent/reference/lang), for the leak guard."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.toml")) + sorted(folder.glob("*.jsonl")) if folder.is_dir() else [folder]
+    out = []
+    for f in files:
+        try:
+            if f.suffix == ".toml":
+                cases = tomllib.loads(f.read_text(encoding="utf-8")).get("case", [])
+            else:
+                cases = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(f"leak_guard: cannot read execution suite file {f}: {exc}") from None
+        for c in cases:
+            if isinstance(c, dict) and isinstance(c.get("intent"), str):
+                ref = c.get("reference") if isinstance(c.get("reference"), str) else ""
+                out.append(Example(c["intent"], ref, c.get("lang", "python"), "exec-suite"))
+    return out
+
+
 def _guard_examples(recipe: Recipe, entry: dict[str, str], report: Report) -> list[Example]:
     kind = entry.get("kind", "conala")
+    if kind == "exec":  # relative to the recipe's folder (the suite lives in the repository)
+        value = os.path.expandvars(entry.get("path", ""))
+        p = Path(value) if Path(value).is_absolute() else recipe.path.parent / value
+        if not p.exists():
+            if entry.get("optional", False):
+                return []
+            raise DataError(f"leak_guard execution suite {p} not found (recipe {recipe.path.name})")
+        return exec_suite_examples(p)
     p = _expand(entry.get("path", ""), recipe.data_root)
     exists = p.exists() or p.with_suffix(".nl").exists()
     if not exists:
@@ -219,6 +291,15 @@ def _length_histogram(examples: list[Example]) -> dict[str, int]:
     return dict(sorted(hist.items(), key=lambda kv: int(kv[0].strip("<=>"))))
 
 
+def _weights(recipe: Recipe) -> dict[str, float]:
+    weights = {}
+    for s in recipe.sources:
+        weights[s.name] = s.weight
+        if s.freeform_weight > 0:
+            weights[f"{s.name}-free"] = s.freeform_weight
+    return weights
+
+
 def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, Any]:
     """Build the corpus; returns the stats that are also written to out/stats.json."""
     recipe = load_recipe(recipe_path)
@@ -247,6 +328,10 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
     for src in recipe.sources:
         per_source[src.name]["train"] = sum(1 for e in train if e.source == src.name or (
             src.kind == "mine" and e.source.startswith("mined")))
+        for variant in ("free", "named"):
+            n = sum(1 for e in train if e.source == f"{src.name}-{variant}")
+            if n:
+                per_source[src.name][f"train_{variant}"] = n
     out.mkdir(parents=True, exist_ok=True)
     for name, items in (("train", train), ("dev", dev)):
         tmp = out / f".{name}.jsonl.tmp"
@@ -266,11 +351,39 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         "sources": per_source,
         "by_source_tag": dict(by_tag),
         "by_lang": dict(Counter(e.lang for e in train)),
-        "weights": {s.name: s.weight for s in recipe.sources},
+        "weights": _weights(recipe),
         "mined_versions": versions,
         "code_length_chars": _length_histogram(train),
         "drops": dict(report.drops),
         "problems": report.problems,
     }
+    if progress:
+        progress("retrieval index and API table")
+    stats["retrieval"] = _write_index(recipe, train, out)
+    stats["api_versions"] = _write_api_table(train, out)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return stats
+
+
+def retrieval_tags(recipe: Recipe) -> set[str]:
+    if recipe.retrieval is not None:
+        return set(recipe.retrieval)
+    tags = set()
+    for s in recipe.sources:
+        if s.kind in _RETRIEVAL_KINDS:
+            tags.update({s.name, f"{s.name}-named"})
+    return tags
+
+
+def _write_index(recipe: Recipe, train: list[Example], out: Path) -> dict:
+    from nl2code import retrieval
+
+    return retrieval.build(train, out / retrieval.INDEX_FILE, retrieval_tags(recipe))
+
+
+def _write_api_table(train: list[Example], out: Path) -> dict:
+    from nl2code import apicheck
+
+    table = apicheck.build_table(e.code for e in train if e.lang == "bash")
+    apicheck.save_table(table, out / apicheck.API_FILE)
+    return table["versions"]

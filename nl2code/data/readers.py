@@ -83,9 +83,12 @@ def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[
 
 def read_jsonl(
     path: Path, report: Report, source: str, lang: str = "python",
-    intent_key: str = "intent", code_key: str = "snippet",
+    intent_key: str = "intent", code_key: str = "snippet", source_key: str | None = None,
 ) -> Iterator[Example]:
-    """JSON lines. CoNaLa-style ({intent, snippet}) or generic ({intent, code, lang})."""
+    """JSON lines. CoNaLa-style ({intent, snippet}) or generic ({intent, code, lang}).
+
+    With source_key, a record's own non-empty string under that key names its source.
+    """
     for n, line in _lines(Path(path), report):
         if line is None or not line.strip():
             continue
@@ -110,7 +113,8 @@ def read_jsonl(
         if rec_lang not in LANGUAGES:  # training has no language tag for it
             report.drop("unsupported lang", f"{path}:{n}")
             continue
-        yield Example(intent.strip(), code, rec_lang, source)
+        own = rec.get(source_key) if source_key else None
+        yield Example(intent.strip(), code, rec_lang, own if isinstance(own, str) and own.strip() else source)
 
 
 def _read_pairs(nl_path: Path, code_path: Path, report: Report) -> Iterator[tuple[int, str, str]]:

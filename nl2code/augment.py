@@ -1,0 +1,130 @@
+"""What a model folder's auxiliary files add to generation: retrieved candidates, the
+reverse model's reconstruction score and the API check.
+
+- Retrieved candidates: the training pairs nearest to the intent (nl2code.retrieval); their
+  code, slot-adapted (a pair `sort list `xs`` -> `xs.sort()` answers `sort list `ys`` with
+  `ys.sort()`), joins the candidate pool. The forward model scores it by teacher forcing,
+  so every candidate has a model log-probability.
+- Reconstruction: log P(intent | code) per intent token from the reverse model.
+- API problems: names a candidate uses that its modules do not have (nl2code.apicheck).
+
+Each part is loaded on first use and only if the folder carries its file; a folder without
+them generates as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+from nl2code import slots
+
+RETRIEVE_K = 3
+
+
+class Augmenter:
+    def __init__(self, folder: Path, tokenizer, module, max_len: int):
+        self.folder = Path(folder)
+        self.tok = tokenizer
+        self.module = module  # the float32 training-form model, for teacher-forced scores
+        self.max_len = max_len
+        self._lock = threading.Lock()
+        self._loaded: dict[str, object] = {}
+
+    def _get(self, name: str):
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self._load(name)
+            return self._loaded[name]
+
+    def _load(self, name: str):
+        if name == "index":
+            from nl2code.retrieval import INDEX_FILE, Index
+
+            f = self.folder / INDEX_FILE
+            return Index(f) if f.is_file() else None
+        if name == "api":
+            from nl2code.apicheck import API_FILE, ApiTable
+
+            f = self.folder / API_FILE
+            return ApiTable.load(f) if f.is_file() else None
+        if name == "explainer":
+            from nl2code.explain import Explainer, has_explainer
+
+            return Explainer(self.folder, self.tok) if has_explainer(self.folder) else None
+        raise KeyError(name)
+
+    @property
+    def index(self):
+        return self._get("index")
+
+    @property
+    def api(self):
+        return self._get("api")
+
+    @property
+    def explainer(self):
+        return self._get("explainer")
+
+    def parts(self) -> dict[str, bool]:
+        from nl2code.apicheck import API_FILE
+        from nl2code.explain import has_explainer
+        from nl2code.retrieval import INDEX_FILE
+
+        return {"retrieval": (self.folder / INDEX_FILE).is_file(), "explain": has_explainer(self.folder),
+                "api_check": (self.folder / API_FILE).is_file()}
+
+    # -- retrieval ------------------------------------------------------------------------
+    def retrieved(self, intent: str, slot_list: list, lang: str, k: int = RETRIEVE_K) -> list[tuple]:
+        """[(code, canonical code, similarity, hit)] for the nearest training pairs."""
+        index = self.index
+        if index is None or k < 1:
+            return []
+        out = []
+        for hit in index.search(intent, lang, k):
+            _, canon_r, slots_r = slots.canonicalize_pair(hit.intent, hit.code)
+            if slots_r and len(slots_r) == len(slot_list):
+                # the pair's values, in order, become the user's values
+                renamed = [dataclasses.replace(mine, placeholder=theirs.placeholder)
+                           for theirs, mine in zip(slots_r, slot_list)]
+                code = slots.restore(canon_r, renamed, lang).strip("\n")
+            else:
+                code = hit.code.strip("\n")
+            _, canon, _ = slots.canonicalize_pair(intent, code)
+            out.append((code, canon, hit.similarity, hit))
+        return out
+
+    def forced_logprobs(self, src_ids: list[int], canon_codes: list[str]) -> list[tuple[float, int]]:
+        """(sum log P(code | intent), tokens incl. EOS) for each code, teacher-forced."""
+        import torch
+        import torch.nn.functional as F
+
+        from nl2code.tokenizer import BOS, EOS, PAD
+
+        if not canon_codes:
+            return []
+        tgts = [(self.tok.encode(c) + [EOS])[: self.max_len - 1] for c in canon_codes]
+        T = max(len(t) for t in tgts)
+        tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
+        tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
+        for i, t in enumerate(tgts):
+            tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
+            tout[i, : len(t)] = torch.tensor(t)
+        src = torch.tensor([src_ids] * len(tgts))
+        with torch.inference_mode():
+            logits = self.module(src, src != PAD, tin).float()
+            nll = F.cross_entropy(logits.transpose(1, 2), tout, ignore_index=PAD, reduction="none").sum(1)
+        return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
+
+    # -- reverse model and API check ----------------------------------------------------------
+    def reconstruction(self, canon_intent: str, canon_codes: list[str], lang: str) -> list[float] | None:
+        ex = self.explainer
+        if ex is None or not canon_codes:
+            return None
+        return ex.scores(canon_intent, canon_codes, lang)
+
+    def api_problems(self, code: str, lang: str) -> list[str]:
+        api = self.api
+        return api.problems(code, lang) if api is not None else []
+

@@ -1,0 +1,167 @@
+"""Retrieval index, API table, the reverse model and what they add to generation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nl2code import apicheck, retrieval
+from nl2code.data.records import Example
+from nl2code.errors import CheckpointError, UsageError
+
+PAIRS = [
+    Example("sort list `xs` in descending order", "xs.sort(reverse=True)", "python", "conala"),
+    Example("reverse list `xs`", "xs[::-1]", "python", "conala"),
+    Example("merge two dictionaries d1 and d2", "merged = {**d1, **d2}", "python", "conala-free"),
+    Example("count lines in file 'log.txt'", "wc -l log.txt", "bash", "nl2bash"),
+    Example("list all files in the current directory", "ls -la", "bash", "tldr"),
+    Example("find all python files", "find . -name '*.py'", "bash", "mined-comment"),
+]
+
+
+@pytest.fixture()
+def index(tmp_path: Path) -> retrieval.Index:
+    retrieval.build(PAIRS, tmp_path / "index.sqlite", {"conala", "nl2bash", "tldr"})
+    return retrieval.Index(tmp_path / "index.sqlite")
+
+
+def test_search_filters_language_and_sources(index):
+    hits = index.search("sort a list descending", "python", k=3)
+    assert hits[0].code == "xs.sort(reverse=True)"
+    assert all(h.lang == "python" for h in hits)
+    assert not any(h.source == "conala-free" for h in hits)  # not in the index's sources
+    assert [h.code for h in index.search("count the lines of a file", "bash", 1)] == ["wc -l log.txt"]
+    assert index.search("find python files", "bash", 3)[0].code != "find . -name '*.py'"  # mined: not indexed
+    assert index.search("the of a", "python") == []  # nothing but stop words
+    assert index.facts["pairs"] == 4
+
+
+def test_search_is_deterministic_and_falls_back_to_any_word(index):
+    a = index.search("reverse list and sort it", "python", 2)
+    b = index.search("reverse list and sort it", "python", 2)
+    assert a == b and len(a) == 2  # no pair has every word: the OR query fills the list
+
+
+def test_corrupted_or_foreign_index_is_refused(tmp_path: Path):
+    bad = tmp_path / "index.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x07" * 5000)
+    with pytest.raises(CheckpointError, match="not a valid retrieval index"):
+        retrieval.Index(bad).search("sort list", "python")
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE info(key TEXT, value TEXT)")
+    con.execute("INSERT INTO info VALUES ('schema', '\"something-else\"')")
+    con.commit()
+    con.close()
+    with pytest.raises(CheckpointError, match="not an nl2code retrieval index"):
+        retrieval.Index(other).search("sort list", "python")
+
+
+def test_api_check_names_that_do_not_exist():
+    table = apicheck.ApiTable(apicheck.build_table(["ls -la | grep x", "tar xf a.tar"],
+                                                   modules=("os", "os.path", "re")))
+    assert table.problems("os.dirname(p)", "python") == ["os.dirname: os has no 'dirname'"]
+    assert table.problems("os.path.dirname(p)", "python") == []
+    assert table.problems("import re as regex\nregex.serch('a', s)", "python") == ["regex.serch: re has no 'serch'"]
+    assert table.problems("os = make()\nos.anything", "python") == []  # a local name, not the module
+    assert table.problems("json.dumps(x)", "python") == []  # a module not in the table: no judgement
+    assert table.problems("ls -la | grepp x", "bash") == ["unknown command 'grepp'"]
+    assert table.problems("./build.sh && cd /tmp", "bash") == []
+    with pytest.raises(ValueError):
+        apicheck.ApiTable({"schema": "other"})
+
+
+def _reverse_model(tiny_model: Path, tmp: Path) -> Path:
+    from conftest import tiny_configs, write_toy_corpus
+
+    from nl2code.train import train
+
+    corpus = write_toy_corpus(tmp / "corpus", copies=4)
+    tcfg, mcfg = tiny_configs(corpus, tmp / "rev", init_from=str(tiny_model), task="explain",
+                              max_steps=250, eval_every=250)
+    return train(tcfg, mcfg)
+
+
+@pytest.fixture(scope="module")
+def full_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with a reverse model, a retrieval index and an API table."""
+    from nl2code import checkpoint
+
+    tmp = tmp_path_factory.mktemp("full")
+    rev = _reverse_model(tiny_model, tmp)
+    corpus = tmp / "aux"
+    corpus.mkdir()
+    retrieval.build(PAIRS, corpus / "index.sqlite")
+    apicheck.save_table(apicheck.build_table(["ls -la"], modules=("os", "os.path")), corpus / "api.json")
+    checkpoint.package(tiny_model, tmp / "model", {}, half=True, explain=rev, corpus=corpus)
+    return tmp / "model"
+
+
+def test_package_carries_aux_files_under_the_manifest(full_model: Path):
+    files = json.loads((full_model / "manifest.json").read_text())["files"]
+    assert {"explain.safetensors", "explain.json", "index.sqlite", "api.json"} <= set(files)
+    from nl2code.engine import Generator
+
+    gen = Generator.from_checkpoint(full_model)
+    assert gen.info()["parts"] == {"retrieval": True, "explain": True, "api_check": True}
+
+
+def test_retrieved_candidates_are_slot_adapted(full_model: Path):
+    from nl2code.engine import Generator
+
+    from nl2code import slots
+
+    gen = Generator.from_checkpoint(full_model)
+    _, slot_list = slots.canonicalize("sort list `ys` in descending order")
+    hits = gen.augment.retrieved("sort list `ys` in descending order", slot_list, "python")
+    assert hits[0][0] == "ys.sort(reverse=True)"  # the pair's `xs` became the user's `ys`
+    # an intent the tiny model never saw: the retrieved pair joins the candidates
+    cands = gen.generate("merge two dictionaries d1 and d2", "python", n=10)
+    assert any(c.features["retrieved"] and c.code == "merged = {**d1, **d2}" for c in cands)
+    assert all(c.features["reconstruction"] is not None for c in cands)  # reverse model scored each
+
+
+def test_reverse_model_prefers_the_right_code(full_model: Path):
+    from nl2code.engine import Generator
+
+    gen = Generator.from_checkpoint(full_model)
+    ex = gen.augment.explainer
+    right, wrong = ex.scores("get the length of list var_0", ["len(var_0)", "print('hello world')"], "python")
+    assert right > wrong
+    assert gen.explain("len(xs)", "python")  # some text
+    for bad, msg in (("", "empty code"), ("a\x00b", "NUL"), ("x = 1\n" * 5000, "too long")):
+        with pytest.raises(UsageError, match=msg):
+            gen.explain(bad, "python")
+
+
+def test_explain_cli(full_model: Path, tiny_model: Path):
+    def run(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "nl2code", "explain", *args], input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    r = run("len(xs)", "-m", str(full_model), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["explanations"] and out["error"] is None
+    r = run("-m", str(full_model), "-l", "bash", stdin="ls -la\n")
+    assert r.returncode == 0 and r.stdout.strip()
+    r = run("-m", str(tiny_model), "len(xs)")  # no reverse model in that folder
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no reverse model" in r.stderr
+
+
+def test_corrupted_index_in_a_model_folder_is_rejected(full_model: Path, tmp_path: Path):
+    from nl2code.engine import Generator
+
+    copy = tmp_path / "m"
+    shutil.copytree(full_model, copy)
+    data = bytearray((copy / "index.sqlite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "index.sqlite").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="index.sqlite does not match its sha256"):
+        Generator.from_checkpoint(copy)
