@@ -259,24 +259,27 @@ def test_a_running_job_past_its_timeout_still_counts_against_the_queue(serve, tm
         assert http.post("/v1/generate", json={"intent": "later"}).status_code == 200
 
 
-def test_explain_calls_the_engine_when_it_has_one(serve, tmp_path, generator):
-    if not hasattr(generator, "explain"):
-        s = serve(generator)
-        with s.http() as http:
-            r = http.post("/v1/explain", json={"intent": SORT})
-        assert r.status_code == 501 and "explain" in r.json()["error"]
-        s.stop()
+def test_explain_says_what_code_does_when_the_model_can(serve, tmp_path, generator):
+    s = serve(generator)  # the tiny model has no reverse part
+    with s.http() as http:
+        r = http.post("/v1/explain", json={"code": "xs.sort()"})
+    assert r.status_code == 501 and "no reverse model" in r.json()["error"]
+    s.stop()
 
     class Explaining(StubGenerator):
-        def explain(self, intent, lang="python"):
-            return {"intent": intent, "lang": lang, "why": ["tokens", 3]}
+        def explain(self, code, lang="python", n=1):
+            return [f"{lang} explanation {i} of {code}" for i in range(n)]
 
     stub = Explaining(tmp_path)
     s = serve(stub)
     with s.http() as http:
-        r = http.post("/v1/explain", json={"intent": "  why   this ", "lang": "sh", "n": 2})
-        assert r.status_code == 200 and r.json() == {"intent": "why this", "lang": "bash", "why": ["tokens", 3]}
-        assert http.post("/v1/explain", json={"intent": "x y", "lang": "cobol"}).status_code == 400
+        r = http.post("/v1/explain", json={"code": "ls -la", "lang": "sh", "n": 2})
+        assert r.status_code == 200
+        assert r.json() == {"code": "ls -la", "lang": "bash", "model": str(tmp_path), "error": None,
+                            "explanations": ["bash explanation 0 of ls -la", "bash explanation 1 of ls -la"]}
+        assert http.post("/v1/explain", json={"code": "x", "lang": "cobol"}).status_code == 400
+        assert http.post("/v1/explain", json={"intent": "x"}).status_code == 400
+        assert http.post("/v1/explain", json={"code": "x", "n": 11}).status_code == 400
 
 
 def test_token_is_required_on_tcp_when_set(serve, generator):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
-import inspect
 import json
 import os
 import re
@@ -100,14 +98,40 @@ GENERATE_FIELDS = {"intent": str, "lang": str, "n": int, "beam": int, "model": s
                    "log": bool, "source": str}
 
 
-def parse_generate(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    unknown = sorted(set(data) - set(GENERATE_FIELDS))
+EXPLAIN_FIELDS = {"code": str, "lang": str, "n": int, "model": str, "precision": str}
+
+
+def _typed(data: dict[str, Any], fields: dict[str, type]) -> None:
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
-    for key, kind in GENERATE_FIELDS.items():
+    for key, kind in fields.items():
         value = data.get(key)
         if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise ApiError(400, f"{key} must be {'a whole number' if kind is int else kind.__name__}")
+
+
+def parse_explain(data: dict[str, Any]) -> dict[str, Any]:
+    _typed(data, EXPLAIN_FIELDS)
+    if "code" not in data:
+        raise ApiError(400, 'code is required: {"code": "the code to explain"}')
+    req = {"lang": "python", "n": 1, **data}
+    if not 1 <= req["n"] <= 10:
+        raise ApiError(400, "n must be between 1 and 10")
+    return req
+
+
+def can_explain(gen) -> bool:
+    """Whether the engine explains code: Generator.explain needs the model's reverse part."""
+    if not callable(getattr(gen, "explain", None)):
+        return False
+    if hasattr(gen, "augment"):
+        return getattr(gen.augment, "explainer", None) is not None
+    return True
+
+
+def parse_generate(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    _typed(data, GENERATE_FIELDS)
     if "intent" not in data:
         raise ApiError(400, 'intent is required: {"intent": "what the code should do"}')
     if len(data["intent"]) > settings.max_intent_chars:
@@ -210,25 +234,22 @@ class Api:
         return JSONResponse(rec, headers={"X-Nl2code-Record": str(rid)} if rid else None)
 
     async def explain(self, request: Request) -> Response:
-        req = parse_generate(await read_json(request, self.settings), self.settings)
+        """Code -> what it does, in words: the JSON of `nl2code explain --json`."""
+        req = parse_explain(await read_json(request, self.settings))
         self._check_model(req)
-        fn = getattr(self.gen, "explain", None)
-        if not callable(fn):
-            raise ApiError(501, "explain is not available: this nl2code engine has no Generator.explain yet")
-        params = inspect.signature(fn).parameters
-        wanted = {"lang": req["lang"], "n": req["n"], "beam": req["beam"]}
-        kwargs = {k: v for k, v in wanted.items() if k in params}
+        if not can_explain(self.gen):
+            raise ApiError(501, f"explain is not available: the model at {self.gen.path} has no reverse model "
+                                f"(package one with `nl2code model package --explain`)")
 
         def work():
-            from nl2code.engine import clean_intent
             from nl2code.syntax import canonical_lang
 
-            if "lang" in kwargs:
-                kwargs["lang"] = canonical_lang(kwargs["lang"])
-            return fn(clean_intent(req["intent"]), **kwargs)
+            lang = canonical_lang(req["lang"])
+            texts = self.gen.explain(req["code"], lang, n=req["n"])
+            return {"code": req["code"], "lang": lang, "model": str(self.gen.path), "explanations": list(texts),
+                    "error": None}
 
-        result = await self._run(work)
-        return JSONResponse(_jsonable(result))
+        return JSONResponse(await self._run(work))
 
     async def accept(self, request: Request) -> Response:
         data = await read_json(request, self.settings)
@@ -270,18 +291,6 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi(__version__))
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 ENDPOINTS = {f"{API}/generate", f"{API}/explain", f"{API}/accept", f"{API}/health", "/metrics", "/openapi.json"}

@@ -38,11 +38,21 @@ def openapi(version: str) -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}}},
                     **common_errors}}},
             "/v1/explain": {"post": {
-                "summary": "Why the model answered as it did (when the engine provides Generator.explain).",
-                "requestBody": request_body,
-                "responses": {"200": {"description": "The engine's explanation.",
-                                      "content": {"application/json": {"schema": {}}}},
-                              "501": _error("This engine has no explain."), **common_errors}}},
+                "summary": "What code does, in words (the model's reverse part): the JSON of `nl2code explain --json`.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["code"], "additionalProperties": False,
+                    "properties": {"code": {"type": "string"},
+                                   "lang": {"type": "string", "default": "python", "enum": ["python", "bash"]},
+                                   "n": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+                                   "model": {"type": "string"}, "precision": {"type": "string"}}}}}},
+                "responses": {"200": {"description": "Up to n explanations, best first.",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object", "properties": {
+                                              "code": {"type": "string"}, "lang": {"type": "string"},
+                                              "model": {"type": "string"},
+                                              "explanations": {"type": "array", "items": {"type": "string"}},
+                                              "error": {"type": ["string", "null"]}}}}}},
+                              "501": _error("The model has no reverse part to explain code with."), **common_errors}}},
             "/v1/accept": {"post": {
                 "summary": "Record that a candidate (or edited code) was accepted; `train --from-history` learns from it.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
