@@ -23,6 +23,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -280,6 +281,7 @@ def run(args) -> dict[str, Any]:
             result["exit_code"] = "killed after 60 s"
         result["stop_s"] = round(time.perf_counter() - t, 2)
         result["socket_removed"] = not (home / "server.sock").exists()
+        shutil.rmtree(home, ignore_errors=True)
     return result
 
 
