@@ -165,3 +165,21 @@ def test_corrupted_index_in_a_model_folder_is_rejected(full_model: Path, tmp_pat
     (copy / "index.sqlite").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="index.sqlite does not match its sha256"):
         Generator.from_checkpoint(copy)
+
+
+def test_lsp_explain_action_parts(full_model: Path):
+    import asyncio
+
+    from nl2code.engine import Generator
+    from nl2code_lsp import explain_action
+
+    lines = ["# a comment", "xs.sort(reverse=True)", "    print(xs)", ""]
+    assert explain_action.selected_code(lines, 0, 0, ("#",)) is None  # only a comment
+    assert explain_action.selected_code(lines, 0, 2, ("#",)) == "# a comment\nxs.sort(reverse=True)\n    print(xs)"
+    assert explain_action.selected_code(lines, 2, 9, ("#",)) is None  # past the end
+    edit = explain_action.comment_edit("file:///a.py", 1, "sort  the list\n", "    ", "#")
+    (change,) = edit.changes["file:///a.py"]
+    assert change.new_text == "    # sort the list\n" and change.range.start.line == 1
+    gen = Generator.from_checkpoint(full_model)
+    text = asyncio.run(explain_action.explanation(gen, "len(xs)", "python"))
+    assert isinstance(text, str) and text

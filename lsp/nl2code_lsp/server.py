@@ -35,7 +35,7 @@ from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
 from nl2code.syntax import canonical_lang
 
-from nl2code_lsp import __version__, accept, convert
+from nl2code_lsp import __version__, accept, convert, explain_action
 from nl2code_lsp.host import ModelHost, ModelLoadError
 from nl2code_lsp.settings import SECTION, Settings, merge, section_of
 from nl2code_lsp.text import LangSpec, Target, completion_target, language_for, selection_target
@@ -245,7 +245,7 @@ async def on_code_action(ls: Nl2CodeServer, params: types.CodeActionParams) -> l
     last = end.line - 1 if end.line > start.line and end.character == 0 else end.line
     target = selection_target(doc.source, start.line, last, spec)
     if target is None:
-        return []
+        return await _explain_actions(ls, doc, spec, params.range, start.line, last)
     data = {"uri": doc.uri, "start": start.line, "end": last}
     action = types.CodeAction(title=ACTION_TITLE, kind=ACTION_KIND, data=data)
     if "edit" in (get_capability(ls.client_capabilities, "text_document.code_action.resolve_support.properties", [])
@@ -255,8 +255,43 @@ async def on_code_action(ls: Nl2CodeServer, params: types.CodeActionParams) -> l
     return [action] if action.edit else []
 
 
+async def _explain_actions(ls: Nl2CodeServer, doc, spec, rng: types.Range, first: int, last: int):
+    """The "explain selection" action for a selection of code (a non-empty range)."""
+    if rng.start == rng.end or explain_action.selected_code(doc.source.splitlines(), first, last, (spec.comment,)) is None:
+        return []
+    data = {"uri": doc.uri, "start": first, "end": last, "explain": True}
+    action = types.CodeAction(title=explain_action.EXPLAIN_TITLE, kind=explain_action.EXPLAIN_KIND, data=data)
+    if "edit" in (get_capability(ls.client_capabilities, "text_document.code_action.resolve_support.properties", [])
+                  or []):
+        return [action]
+    action = await on_code_action_resolve(ls, action)
+    return [action] if action.edit else []
+
+
+async def _resolve_explain(ls: Nl2CodeServer, action: types.CodeAction, data: dict) -> types.CodeAction:
+    doc = ls.document(data.get("uri", ""))
+    spec = ls.spec_for(doc)
+    if spec is None or not isinstance(data.get("start"), int) or not isinstance(data.get("end"), int):
+        return action
+    code = explain_action.selected_code(doc.source.splitlines(), data["start"], data["end"], (spec.comment,))
+    gen = await ls.model()
+    if code is None or gen is None:
+        return action
+    text = await explain_action.explanation(gen, code, spec.name)
+    if not text:
+        ls.window_show_message(types.ShowMessageParams(
+            types.MessageType.Info, "nl2code: this model cannot explain code (no reverse model)"))
+        return action
+    first = doc.source.splitlines()[data["start"]]
+    indent = first[: len(first) - len(first.lstrip())]
+    action.edit = explain_action.comment_edit(doc.uri, data["start"], text, indent, spec.comment)
+    return action
+
+
 async def on_code_action_resolve(ls: Nl2CodeServer, action: types.CodeAction) -> types.CodeAction:
     data = action.data if isinstance(action.data, dict) else {}
+    if data.get("explain"):
+        return await _resolve_explain(ls, action, data)
     doc = ls.document(data.get("uri", ""))
     spec = ls.spec_for(doc)
     if spec is None or not isinstance(data.get("start"), int) or not isinstance(data.get("end"), int):

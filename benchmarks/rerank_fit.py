@@ -1,0 +1,188 @@
+"""Fit the reranker's weights on dev data, and the ablation table of issue 17.
+
+    python -m benchmarks.rerank_fit [-m MODEL] [--conala PATH] [--nl2bash PREFIX]
+        [--exec benchmarks/exec] [--out benchmarks/rerank_fit.json] [--markdown FILE]
+
+1. Every dev intent (CoNaLa dev: the first 400 of conala-train.json; NL2Bash dev; the
+   execution suite) is generated once, keeping every candidate with its features: the
+   beam's candidates, bracket repairs and retrieved snippets, each with its length-normalised
+   log-probability, slot coverage, reconstruction score, API problems and similarity.
+2. Every candidate of an execution case is run once (nl2code.execsuite: confined child
+   processes); pass/fail is cached.
+3. A grid over the weights ranks the candidates again (pure arithmetic); the objective is
+   CoNaLa dev BLEU + NL2Bash dev BLEU + exec pass@1 (all in points). Rows of the ablation
+   switch parts off: no retrieved candidates, reconstruction weight 0, API weight 0.
+
+Exec cases whose reference code also occurs in the training corpus (--corpus) are listed
+and scored separately ("clean"), so a memorised answer cannot flatter the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def collect(gen, items: list[tuple[str, str]]) -> list[list[dict]]:
+    """[(intent, lang)] -> per intent, every parsing candidate {code, features}."""
+    from nl2code.config import DecodeConfig
+
+    beam5 = DecodeConfig(strategy="beam", beam_size=5, n_best=5)
+    out = []
+    for intent, lang in items:
+        try:  # beam 5 as shipped; n=32 keeps every candidate (beam, repairs, retrieved)
+            cands = gen.generate_batch([intent], lang, n=32, config=beam5, raise_empty=False)[0]
+        except Exception as exc:  # an intent the engine refuses (too long, ...): no answer
+            print(f"  skipped {intent[:50]!r}: {exc}", file=sys.stderr)
+            cands = []
+        out.append([{"code": c.code, "f": {k: v for k, v in c.features.items() if k != "danger"},
+                     "danger": bool(c.danger)} for c in cands if c.parses])
+    return out
+
+
+def pick(cands: list[dict], cfg, use_retrieved: bool):
+    from nl2code.rerank import score
+
+    best, best_s = None, None
+    for c in cands:
+        if c["f"].get("retrieved") and not use_retrieved:
+            continue
+        f = dict(c["f"], danger=["x"] if c["danger"] else [])
+        s = score(f, cfg)
+        if best is None or s > best_s:
+            best, best_s = c, s
+    return best
+
+
+def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
+    from nl2code.metrics import corpus_bleu, tokenize_for_bleu
+
+    out = {}
+    for name in ("conala", "nl2bash"):
+        if name not in data:
+            continue
+        refs, hyps = [], []
+        for ref, cands in zip(data[name]["refs"], data[name]["cands"]):
+            best = pick(cands, cfg, use_retrieved)
+            refs.append(tokenize_for_bleu(ref))
+            hyps.append(tokenize_for_bleu(best["code"]) if best else [])
+        out[f"{name}_bleu"] = round(corpus_bleu(refs, hyps), 2)
+    if "exec" in data:
+        for subset in ("all", "clean"):
+            ok = n = 0
+            for case, cands in zip(data["exec"]["cases"], data["exec"]["cands"]):
+                if subset == "clean" and case["leaked"]:
+                    continue
+                n += 1
+                best = pick(cands, cfg, use_retrieved)
+                ok += bool(best and data["exec"]["passed"].get(f'{case["id"]}\0{best["code"]}', False))
+            out[f"exec_pass@1_{subset}"] = round(100 * ok / max(n, 1), 1)
+        for style in ("free", "conala"):
+            for lang in ("python", "bash"):
+                ok = n = 0
+                for case, cands in zip(data["exec"]["cases"], data["exec"]["cands"]):
+                    if case["style"] != style or case["lang"] != lang:
+                        continue
+                    n += 1
+                    best = pick(cands, cfg, use_retrieved)
+                    ok += bool(best and data["exec"]["passed"].get(f'{case["id"]}\0{best["code"]}', False))
+                out[f"exec_{lang}_{style}"] = round(100 * ok / max(n, 1), 1)
+    return out
+
+
+def objective(m: dict) -> float:
+    return m.get("conala_bleu", 0) + m.get("nl2bash_bleu", 0) + m.get("exec_pass@1_all", 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", default=None)
+    ap.add_argument("--conala", default=str(ROOT.parent / "shared/data/conala/conala-train.json"))
+    ap.add_argument("--nl2bash", default=str(ROOT.parent / "shared/data/nl2bash/split/dev"))
+    ap.add_argument("--exec", dest="exec_suite", default=str(ROOT / "benchmarks/exec"))
+    ap.add_argument("--corpus", default="", help="training corpus folder, to mark exec cases it contains")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N of each set (a quick check)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/rerank_fit.json"))
+    ap.add_argument("--markdown", default="")
+    args = ap.parse_args()
+
+    from nl2code import evaluate as ev
+    from nl2code import execsuite
+    from nl2code.engine import Generator
+    from nl2code.rerank import RerankConfig
+
+    t0 = time.time()
+    gen = Generator.from_checkpoint(args.model)
+    data: dict = {}
+    lim = args.limit or None
+    conala = ev.load_dataset(args.conala, "auto", 400)[:lim]
+    data["conala"] = {"refs": [e.code for e in conala], "cands": collect(gen, [(e.intent, "python") for e in conala])}
+    print(f"conala: {len(conala)} in {time.time() - t0:.0f} s", file=sys.stderr)
+    bash = ev.load_dataset(args.nl2bash, "auto", 0)[:lim]
+    data["nl2bash"] = {"refs": [e.code for e in bash], "cands": collect(gen, [(e.intent, "bash") for e in bash])}
+    print(f"nl2bash: {len(bash)} in {time.time() - t0:.0f} s", file=sys.stderr)
+    cases = execsuite.load_suite(args.exec_suite)[:lim]
+    leaked = set()
+    if args.corpus:
+        from nl2code.data.build import _code_norm
+        from nl2code.data.records import read_jsonl
+
+        train_codes = {_code_norm(e.code) for e in read_jsonl(Path(args.corpus) / "train.jsonl")}
+        leaked = {c.id for c in cases if _code_norm(c.reference) in train_codes}
+    cands = collect(gen, [(c.intent, c.lang) for c in cases])
+    jobs = sorted({(i, c["code"]) for i, cs in enumerate(cands) for c in cs})
+    runs = execsuite._parallel(lambda j: execsuite.run_snippet(cases[j[0]], j[1]), jobs, execsuite.MAX_WORKERS)
+    passed = {f"{cases[i].id}\0{code}": r.passed for (i, code), r in zip(jobs, runs)}
+    data["exec"] = {"cases": [{"id": c.id, "lang": c.lang, "style": c.style, "leaked": c.id in leaked} for c in cases],
+                    "cands": cands, "passed": passed}
+    print(f"exec: {len(cases)} cases, {len(jobs)} runs in {time.time() - t0:.0f} s; "
+          f"reference code in training: {sorted(leaked)}", file=sys.stderr)
+
+    base = RerankConfig()
+    rows = []
+
+    def row(name, cfg, use_retrieved):
+        m = evaluate(cfg, use_retrieved, data)
+        rows.append({"system": name, **m, "weights": asdict(cfg), "retrieved_candidates": use_retrieved})
+        return m
+
+    off = replace(base, w_reconstruction=0.0, w_api=0.0, w_retrieved=0.0, w_similarity=0.0)
+    row("base (beam + filter + v0.1 rerank)", off, False)
+    grid = list(itertools.product([0.0, 0.25, 0.5, 1.0, 2.0],  # reconstruction
+                                  [-1.0, -0.5, 0.0, 0.5],      # retrieved bias
+                                  [0.0, 1.0, 2.0, 4.0],        # similarity
+                                  [0.0, 0.5, 1.0, 2.0]))       # api
+    best_cfg, best_obj = off, -1.0
+    for wr, wb, ws, wa in grid:
+        cfg = replace(base, w_reconstruction=wr, w_retrieved=wb, w_similarity=ws, w_api=wa)
+        o = objective(evaluate(cfg, True, data))
+        if o > best_obj:
+            best_cfg, best_obj = cfg, o
+    row("+ retrieved candidates", replace(off, w_retrieved=best_cfg.w_retrieved, w_similarity=best_cfg.w_similarity), True)
+    row("+ reconstruction feature (no retrieval)", replace(off, w_reconstruction=best_cfg.w_reconstruction), False)
+    row("+ API check (no retrieval)", replace(off, w_api=best_cfg.w_api), False)
+    row("all (fitted weights)", best_cfg, True)
+    result = {"model": str(gen.path), "seconds": round(time.time() - t0), "leaked_exec_cases": sorted(leaked),
+              "best": asdict(best_cfg), "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    cols = ["conala_bleu", "nl2bash_bleu", "exec_pass@1_all", "exec_pass@1_clean", "exec_python_free",
+            "exec_python_conala", "exec_bash_free", "exec_bash_conala"]
+    lines = ["| system | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['system']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    table = "\n".join(lines)
+    print(table)
+    print("fitted:", {k: v for k, v in asdict(best_cfg).items()})
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
