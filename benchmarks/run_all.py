@@ -42,6 +42,7 @@ def plan(args, tmp: Path) -> list[tuple[str, list[str]]]:
         ("train_speed", quick),
         ("lsp_latency", [*quick, *model, *limit]),
         ("lsp_soak", [*quick, *model]),
+        ("serve_load", [*quick, *model]),
     ]
 
 

@@ -1,5 +1,5 @@
 """`python -m nl2code` = the `nl2code` command."""
 
-from nl2code.cli import entry
+from nl2code.client import entry
 
 entry()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -178,8 +179,9 @@ def _explain(cands, lang: str) -> None:
 
 def _warn_danger(cands) -> None:
     for c in cands:
-        if c.danger:
-            _stderr().print(f"nl2code: warning: a candidate looks destructive ({'; '.join(c.danger)}); "
+        danger = c["danger"] if isinstance(c, dict) else c.danger  # dicts: a server's answer
+        if danger:
+            _stderr().print(f"nl2code: warning: a candidate looks destructive ({'; '.join(danger)}); "
                             f"review before running it", markup=False, soft_wrap=True)
             break
 
@@ -196,30 +198,36 @@ def generate(
     batch: bool = typer.Option(False, "--batch", help="One intent per stdin line; JSON Lines out."),
     explain: bool = typer.Option(False, "--explain", help="Show a table of scored candidates on stderr."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not record this in the history (or NL2CODE_LOG=0)."),
 ):
     """Generate code for an intent."""
-    from nl2code.config import DecodeConfig
 
     def body():
         if num > beam:
             raise UsageError(f"--num {num} exceeds --beam {beam}: raise --beam")
+        text = intent
+        if not batch:
+            if text in (None, "-"):
+                if sys.stdin.isatty():
+                    raise UsageError('no intent given: nl2code "what the code should do"')
+                text = read_stdin()
+            # a warm `nl2code serve` answers without this process importing torch
+            if not explain and _via_server(text, lang, num, beam, model, precision, as_json, no_log):
+                return
+        from nl2code.config import DecodeConfig
         from nl2code.syntax import canonical_lang
 
         lang_c = canonical_lang(lang)
         if batch:
             if intent not in (None, "-"):
                 raise UsageError("--batch reads intents from stdin; do not pass an intent argument")
-            return _batch(read_stdin(), lang_c, num, beam, model, precision)
-        text = intent
-        if text in (None, "-"):
-            if sys.stdin.isatty():
-                raise UsageError('no intent given: nl2code "what the code should do"')
-            text = read_stdin()
+            return _batch(read_stdin(), lang_c, num, beam, model, precision, no_log)
         from nl2code.engine import clean_intent
 
         text = clean_intent(text)  # before loading the model: bad input fails fast
         gen = load_generator(model, precision)
         cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
+        started = time.perf_counter()
         try:
             if explain:  # every beam candidate, parsing or not: the same answer, plus the why
                 cands = gen.generate_batch([text], lang_c, n=beam, config=cfg, keep_unparsed=True,
@@ -232,10 +240,12 @@ def generate(
             else:
                 cands = gen.generate(text, lang_c, n=num, config=cfg)
         except NoParseableCandidate as exc:
+            _log_generation(no_log, text, lang_c, gen, [], started, str(exc))
             if as_json:
                 _emit_json(text, lang_c, gen, [], str(exc))
             raise
         cands = cands[:num]
+        _log_generation(no_log, text, lang_c, gen, cands, started, None)
         _warn_danger(cands)
         if as_json:
             _emit_json(text, lang_c, gen, cands, None)
@@ -248,6 +258,43 @@ def generate(
 
     run_guarded(body)
 
+
+def _log_generation(no_log: bool, text: str, lang: str, gen, cands, started: float, error: Optional[str]) -> None:
+    from nl2code import history
+
+    if history.enabled(no_log):
+        history.record_quietly("cli", text, lang, [c.to_dict() for c in cands], model=gen.path, error=error,
+                               latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _via_server(text: str, lang: str, num: int, beam: int, model, precision, as_json: bool, no_log: bool) -> bool:
+    """Answer through a running `nl2code serve` (same answer, no torch here); False when none
+    answers (or it is busy, or serves another model): then the caller generates in-process."""
+    from nl2code import client, history
+
+    if client.tried:  # the fast path asked already (nl2code.client.entry): no server answered
+        return False
+    got = client.generate(text, lang, num, beam, str(model) if model else None, precision,
+                          log=history.enabled(no_log))
+    if got is None:
+        return False
+    status, rec = got
+    if status != 200:
+        raise UsageError(rec.get("error") or "the server refused the request")
+    if not rec["candidates"]:
+        if as_json:
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        raise NoParseableCandidate(rec.get("error") or "no parseable candidate")
+    _warn_danger(rec["candidates"])
+    if as_json:
+        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        return True
+    tty = sys.stdout.isatty()
+    for i, c in enumerate(rec["candidates"]):
+        if i:
+            sys.stdout.write("\n# ---\n")
+        _print_code(c["code"], rec["lang"], tty)
+    return True
 
 @app.command("explain")
 def explain_cmd(
@@ -297,7 +344,8 @@ def _emit_json(intent, lang, gen, cands, error) -> None:
     sys.stdout.write(json.dumps(_record(intent, lang, gen, cands, error), ensure_ascii=False) + "\n")
 
 
-def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], precision: Optional[str]) -> None:
+def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], precision: Optional[str],
+           no_log: bool = False) -> None:
     from nl2code.config import DecodeConfig
 
     # split on newlines only: str.splitlines would also split an intent at \x0c, \x1c, U+2028...
@@ -310,13 +358,16 @@ def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], pre
     cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
     unanswered = 0
     for line in lines:
+        started = time.perf_counter()
         try:
             cands = gen.generate(line, lang, n=num, config=cfg)[:num]
             _warn_danger(cands)
             rec = _record(line, lang, gen, cands, None)
+            _log_generation(no_log, line, lang, gen, cands, started, None)
         except NoParseableCandidate as exc:
             unanswered += 1
             rec = _record(line, lang, gen, [], str(exc))
+            _log_generation(no_log, line, lang, gen, [], started, str(exc))
         except UsageError as exc:
             unanswered += 1
             rec = _record(line, lang, gen, [], str(exc))
@@ -380,10 +431,22 @@ def train_cmd(
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    from_history: bool = typer.Option(False, "--from-history",
+                                      help="Fine-tune a copy of -m on accepted answers (+ --corpus); keep it as "
+                                           "--name only if no dev score drops."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
+                                         help="--from-history: the model to start from."),
+    name: str = typer.Option("mine", "--name", help="--from-history: keep the new model as NAME (-m NAME)."),
 ):
     """Train a model. Runs DDP unchanged under `torchrun --nproc_per_node N`."""
 
     def body():
+        if from_history:
+            unused = [flag for flag, v in (("--out", out), ("--arch", arch), ("--max-minutes", max_minutes),
+                                           ("--resume", resume)) if v]
+            if unused:
+                raise UsageError(f"{', '.join(unused)} do(es) nothing with --from-history")
+            return _train_from_history(config, corpus, model, name, max_steps)
         from nl2code.config import ModelConfig, TrainConfig
         from nl2code.train import load_train_config, train
 
@@ -428,6 +491,30 @@ def train_cmd(
 
     run_guarded(body)
 
+
+def _train_from_history(config, corpus, model, name, max_steps) -> None:
+    from nl2code.history import History, default_path
+    from nl2code.learn import LearnConfig, learn
+
+    if config is not None:
+        raise UsageError("--from-history takes no training config; use --corpus, -m, --name, --max-steps")
+    if not default_path().exists():
+        raise UsageError("no history yet: nothing was generated and accepted on this machine")
+    cfg = LearnConfig(corpus=str(corpus or ""), base=str(model) if model else None, name=name)
+    if max_steps is not None:
+        cfg.steps = max_steps
+    with History() as h:
+        records = h.accepted()
+    console = _stderr()
+    report = learn(cfg, records, log=lambda msg: console.print(f"nl2code: {msg}", markup=False, soft_wrap=True))
+    for source, d in report["dev"].items():
+        console.print(f"dev {source}: BLEU {d['before']['bleu']:.2f} -> {d['after']['bleu']:.2f}, exact match "
+                      f"{d['before']['exact_match']:.2f} -> {d['after']['exact_match']:.2f}", markup=False)
+    got = report["accepted_answered_exactly"]
+    console.print(f"accepted answers given exactly: {got['before']} -> {got['after']} of {got['of']}", markup=False)
+    typer.echo(json.dumps(report, ensure_ascii=False))
+    if not report["kept"]:
+        raise typer.Exit(1)
 
 def _resume_step(out: Path) -> Optional[int]:
     """The step a --resume continues from (None if there is nothing to resume: train says why)."""
@@ -675,6 +762,90 @@ def model_average(
 
         checkpoint.average(srcs, out)
         typer.echo(str(out))
+
+    run_guarded(body)
+
+
+# --- serve, log -----------------------------------------------------------------------------
+
+@app.command("serve")
+def serve_cmd(
+    action: Optional[str] = typer.Argument(None, help="stop or status; none: start a server."),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL"),
+    host: str = typer.Option("127.0.0.1", "--host", help="TCP address; anything but loopback needs --token."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="NL2CODE_TOKEN", help="Bearer token clients must send."),
+    background: bool = typer.Option(False, "--background", "-d", help="Start detached; return once it answers."),
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
+    max_queue: int = typer.Option(32, "--max-queue", min=1, help="Requests queued before 503 + Retry-After."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds a request may wait and run."),
+    max_body: int = typer.Option(65536, "--max-body", min=256, help="Largest request body in bytes."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not record generations in the history."),
+):
+    """HTTP/JSON API on 127.0.0.1:8765 and a socket the CLI uses (no torch start-up per call)."""
+
+    def body():
+        from nl2code.serve import run
+
+        if action == "stop":
+            pid = run.stop()
+            _stderr().print(f"nl2code: stopped the server (pid {pid})" if pid else "nl2code: no server was running",
+                            markup=False)
+            return
+        if action == "status":
+            from nl2code import client
+
+            info = client.health(f"unix:{client.socket_path()}")
+            if info is None:
+                raise fail("no server is running (start one: nl2code serve --background)", 1)
+            typer.echo(json.dumps(info))
+            return
+        if action is not None:
+            raise UsageError(f"unknown serve action {action!r}: use stop or status (none: start)")
+        if background:
+            run.check_bind(host, token)
+            args = ["--host", host, "--port", str(port), "--max-queue", str(max_queue), "--timeout", str(timeout),
+                    "--max-body", str(max_body)] + (["-m", str(model)] if model else [])
+            args += (["--precision", precision] if precision else []) + (["--no-log"] if no_log else [])
+            if token:
+                os.environ["NL2CODE_TOKEN"] = token  # the child reads it: never on a command line
+            info = run.start_background(args)
+            _stderr().print(f"nl2code: server ready (pid {info['pid']}, {info['model']}); "
+                            f"stop it with: nl2code serve stop", markup=False, soft_wrap=True)
+            return
+        run.serve(str(model) if model else None, host=host, port=port, token=token, precision=precision,
+                  max_queue=max_queue, timeout_s=timeout, max_body_bytes=max_body, log=not no_log,
+                  announce=lambda msg: _stderr().print(msg, markup=False, soft_wrap=True))
+
+    run_guarded(body)
+
+
+@app.command("log")
+def log_cmd(
+    num: int = typer.Option(20, "-n", "--num", min=1, help="How many records, newest first."),
+    query: Optional[str] = typer.Option(None, "-q", "--query", help="Only records whose intent or code contain TEXT."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines: one record per line."),
+):
+    """Browse and search the history of generations (CLI, server, editor)."""
+
+    def body():
+        from nl2code.history import History, default_path
+
+        if not default_path().exists():
+            _stderr().print("nl2code: no history yet", markup=False)
+            return
+        with History() as h:
+            records = h.recent(num, query)
+        for r in records:
+            if as_json:
+                typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.ts))
+            mark = "  accepted" if r.accepted else ""
+            typer.echo(f"#{r.id}  {when}  {r.source}  {r.lang}{mark}  {' '.join(r.intent.split())}")
+            code = r.chosen_code
+            text = code if code is not None else f"(no answer: {r.error})"
+            typer.echo("\n".join("    " + line for line in text.split("\n")))
 
     run_guarded(body)
 

@@ -19,7 +19,7 @@ from typing import Any
 from nl2code import slots
 from nl2code.config import DecodeConfig
 from nl2code.errors import NoParseableCandidate, UsageError
-from nl2code.paths import default_model_path
+from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
 from nl2code.syntax import canonical_lang
@@ -90,7 +90,7 @@ class Generator:
         precision = resolve_precision(precision)  # a bad value fails before the model loads
         if threads:
             torch.set_num_threads(threads)
-        path = Path(path) if path else default_model_path()
+        path = resolve_model(path)  # a folder, a user's model name, or None: the default
         model, cfg, tok, meta = load_model(path)
         runner, precision = for_inference(model, precision)
         gen = cls(runner, cfg, tok, meta, path, precision=precision)

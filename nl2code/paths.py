@@ -28,6 +28,26 @@ def data_root() -> Path:
 
 
 def default_model_path() -> Path:
-    """NL2CODE_MODEL if set, else the model shipped inside the package."""
-    env = os.environ.get("NL2CODE_MODEL")
-    return Path(env).expanduser() if env else DEFAULT_MODEL_DIR
+    """NL2CODE_MODEL if set (a path, or the name of a user's model), else the bundled model."""
+    return resolve_model(None)
+
+
+def user_models_dir() -> Path:
+    """Models the user made (`nl2code train --from-history`), selectable by name."""
+    return home() / "models"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A model folder from a path, a name under user_models_dir(), or None (the default).
+
+    A value that exists as a path is a path; a bare name (no separator) that is not a path
+    names one of the user's models.
+    """
+    if model is None or str(model) == "":
+        model = os.environ.get("NL2CODE_MODEL") or None
+        if model is None:
+            return DEFAULT_MODEL_DIR
+    path = Path(model).expanduser()
+    if not path.exists() and os.sep not in str(model) and (user_models_dir() / str(model)).is_dir():
+        return user_models_dir() / str(model)
+    return path

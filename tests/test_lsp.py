@@ -189,7 +189,7 @@ async def test_capabilities(lsp: LanguageClient):
     caps = lsp.server_capabilities
     assert caps.completion_provider is not None and caps.inline_completion_provider is not None
     assert caps.code_action_provider.resolve_provider
-    assert list(caps.execute_command_provider.commands) == ["nl2code.generate"]
+    assert list(caps.execute_command_provider.commands) == ["nl2code.generate", "nl2code.accept"]
 
 
 @aio
@@ -377,3 +377,35 @@ async def test_broken_model_is_an_error_response_not_a_dead_server(tiny_model, t
         assert (await complete(lsp, uri, 0, len(SORT) + 2)).items
     finally:
         await stop(lsp)
+
+
+@aio
+async def test_generations_and_accepted_completions_go_to_the_history(tiny_model, tmp_path):
+    from nl2code.history import History
+
+    home = tmp_path / "home"
+    client = await start(home, "visual_studio_code", settings_for(tiny_model))
+    try:
+        uri = open_doc(client, f"# {SORT}\n")
+        result = await complete(client, uri, 0, len(SORT) + 2)
+        second = result.items[1]
+        assert second.command.command == "nl2code.accept"
+        arg = second.command.arguments[0]
+        assert (arg["intent"], arg["lang"], arg["index"]) == (SORT, "python", 1)
+        assert second.text_edit.new_text == "\n" + arg["code"]
+        with History(home / "history.db") as h:
+            (rec,) = h.recent(5)
+            assert rec.source == "lsp" and rec.intent == SORT and not rec.accepted
+            assert [c["code"] for c in rec.candidates] == [i.text_edit.new_text[1:] for i in result.items]
+        # the client runs the item's command when the user picks it
+        done = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command=second.command.command, arguments=second.command.arguments))
+        assert done is True
+        with History(home / "history.db") as h:
+            (rec,) = h.recent(5)
+            assert rec.accepted and rec.chosen == 1 and rec.chosen_code == arg["code"]
+        with pytest.raises(JsonRpcException, match="nl2code.accept takes"):
+            await client.workspace_execute_command_async(types.ExecuteCommandParams(
+                command="nl2code.accept", arguments=["not an object"]))
+    finally:
+        await stop(client)

@@ -13,10 +13,12 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import OrderedDict
 from nl2code.errors import Nl2CodeError, NoParseableCandidate
 from nl2code.rerank import Candidate
 
+from nl2code_lsp import accept
 from nl2code_lsp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -170,11 +172,13 @@ class ModelHost:
         hit = self.cache.get(key)  # an identical request may have filled it while we queued
         if hit is not None:
             return hit
+        started = time.perf_counter()
         try:
             cands = gen.generate(intent, lang, n=settings.n, config=settings.decode_config())
         except NoParseableCandidate:
             cands = []
         self.cache.put(key, cands)
+        accept.record(intent, lang, cands, getattr(gen, "path", None), round((time.perf_counter() - started) * 1000, 2))
         return cands
 
     def forget(self, uri: str) -> None:

@@ -35,7 +35,7 @@ from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
 from nl2code.syntax import canonical_lang
 
-from nl2code_lsp import __version__, convert, explain_action
+from nl2code_lsp import __version__, accept, convert, explain_action
 from nl2code_lsp.host import ModelHost, ModelLoadError
 from nl2code_lsp.settings import SECTION, Settings, merge, section_of
 from nl2code_lsp.text import LangSpec, Target, completion_target, language_for, selection_target
@@ -219,6 +219,7 @@ async def on_completion(ls: Nl2CodeServer, params: types.CompletionParams) -> ty
     markdown = types.MarkupKind.Markdown in (get_capability(
         ls.client_capabilities, "text_document.completion.completion_item.documentation_format", []) or [])
     items = convert.completion_items(cands, target, params.position, doc.position_codec, markdown)
+    accept.attach(items, cands, target.intent, spec.name)  # the pick is recorded in the history
     return types.CompletionList(is_incomplete=False, items=items)
 
 
@@ -228,8 +229,8 @@ async def on_inline_completion(ls: Nl2CodeServer, params: types.InlineCompletion
         return types.InlineCompletionList(items=[])
     doc, spec, target = found
     cands = await _candidates_at(ls, spec, target, doc.uri, "inline")
-    return types.InlineCompletionList(
-        items=convert.inline_items(cands or [], target, params.position, doc.position_codec))
+    items = convert.inline_items(cands or [], target, params.position, doc.position_codec)
+    return types.InlineCompletionList(items=accept.attach(items, cands or [], target.intent, spec.name))
 
 
 async def on_code_action(ls: Nl2CodeServer, params: types.CodeActionParams) -> list[types.CodeAction]:
@@ -377,6 +378,7 @@ def build_server(model: str | None = None) -> Nl2CodeServer:
         code_action_kinds=[ACTION_KIND], resolve_provider=True))(on_code_action)
     ls.feature(types.CODE_ACTION_RESOLVE)(on_code_action_resolve)
     ls.command(COMMAND)(cmd_generate)
+    ls.command(accept.ACCEPT)(accept.cmd_accept)
     return ls
 
 
