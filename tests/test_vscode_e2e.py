@@ -182,7 +182,7 @@ def workbench(tools, tmp_path_factory):
             "url": f"http://127.0.0.1:{port}/?folder={project}", "playwrightCore": tools["PLAYWRIGHT_CORE"],
             "chromium": tools["CHROMIUM"], "screenshots": str(ARTIFACTS), "out": str(tmp / "result.json"),
             "machineSettings": str(machine), "venvLater": str(project / "later.venv"),
-            "venvNow": str(project / ".venv"), "serverTimeoutMs": 240_000,
+            "venvNow": str(project / ".venv"), "serverTimeoutMs": 240_000, "brokenServer": shutil.which("false"),
             "intents": {k: f"# {v}" for k, v in INTENTS.items()},
         }
         (tmp / "config.json").write_text(json.dumps(cfg))
@@ -257,6 +257,17 @@ def test_completion_in_a_shell_script(workbench, model_candidates):
     assert_from_model(inserted, INTENTS["bash"], "bash", model_candidates)
 
 
+def test_a_server_that_exits_at_start_is_one_message_not_a_restart_loop(workbench):
+    result, _, logs = workbench
+    step = result["steps"]["broken"]
+    assert f"nl2code: the language server {shutil.which('false')} (from nl2code.serverPath) did not start" \
+        in step["message"]
+    assert "Open Setting" in step["message"] and "Show Output" in step["message"]
+    assert len([t for t in step["toasts"] if "nl2code" in t.lower()]) == 1, step["toasts"]
+    assert "Server initialization failed" not in logs and "crashed" not in logs
+    assert logs.count("Server process exited with code") == 1, logs  # started once, not restarted
+
+
 def test_missing_server_is_one_message_with_a_button_to_the_setting(workbench):
     result, _, logs = workbench
     step = result["steps"]["missing"]
@@ -265,7 +276,7 @@ def test_missing_server_is_one_message_with_a_button_to_the_setting(workbench):
     nl2code_toasts = [t for t in step["toasts"] if "nl2code" in t.lower()]
     assert len(nl2code_toasts) == 1, nl2code_toasts  # no restart loop, no "initialization failed"
     assert "Server Path" in step["settingTitle"]
-    assert "crashed" not in logs and "will not be restarted" not in logs
+    assert "crashed" not in logs
 
 
 def test_server_found_in_the_workspace_venv(workbench, model_candidates):

@@ -9,6 +9,7 @@
 //   setting  - nl2code.serverPath in the Machine settings: completion (Python), inline ghost
 //              text accepted with Tab, the command "nl2code: Generate code from comment",
 //              completion in a shell script
+//   broken   - nl2code.serverPath names a program that exits at once: one message, no loop
 //   missing  - the setting removed, nothing on PATH, no virtual environment: one message
 //              with an "Open Setting" button that opens the setting; no restart loop
 //   venv     - a .venv appears in the workspace and a settings change restarts the server:
@@ -179,7 +180,9 @@ async function commandAndPick(name, comment, timeoutMs) {
     const texts = await rows.evaluateAll((els) =>
       els.map((e) => (e.querySelector(".label-name")?.textContent ?? e.textContent).replace(/\u00a0/g, " ").trim()));
     const placeholder = await page.locator(".quick-input-widget input").getAttribute("placeholder");
-    return texts.length && placeholder && placeholder.includes(comment.replace(/^#\s*/, "")) ? texts : null;
+    // the widget is the Command Palette's, reused: wait until it lists candidates, not commands
+    const ours = placeholder && placeholder.includes(comment.replace(/^#\s*/, ""));
+    return texts.length && ours && !texts.some((t) => t.startsWith("nl2code:")) ? texts : null;
   }, timeoutMs, 500);
   await shot(`${name}.png`);
   await page.keyboard.press("Enter");
@@ -204,6 +207,27 @@ async function phaseSetting() {
   await page.keyboard.press("Control+Home");
   await page.keyboard.press("End");
   await completeAndAccept("bash-completion", cfg.serverTimeoutMs);
+}
+
+/** Dismisses the notification toasts on screen. */
+async function clearToasts() {
+  for (const close of await page.$$(".notifications-toasts .notification-list-item .codicon-notifications-clear")) {
+    await close.click().catch(() => undefined);
+  }
+  await until("no notification toasts", async () => (await toasts()).length === 0, 10000);
+}
+
+async function phaseBroken() {
+  // A server that exits at once (as nl2code-lsp did on `--stdio`): one message, no restarts.
+  writeMachineSettings({ "nl2code.serverPath": cfg.brokenServer });
+  const message = await until("the 'did not start' message", async () =>
+    (await toasts()).find((t) => t.includes("did not start")), 60000);
+  await sleep(5000); // a restart loop would show more messages by now
+  const all = await toasts();
+  log(`broken: ${JSON.stringify(all)}`);
+  await shot("broken-server.png");
+  result.steps.broken = { message, toasts: all };
+  await clearToasts();
 }
 
 async function phaseMissing() {
@@ -265,7 +289,7 @@ async function main() {
     await page.locator(".monaco-workbench .part.editor").waitFor({ timeout: 90000 });
     await until("the Explorer to list the workspace", () => page.$('.explorer-folders-view .monaco-list-row[aria-label*="demo.py"]'), 60000);
     log("workbench ready");
-    for (const [name, phase] of [["setting", phaseSetting], ["missing", phaseMissing], ["venv", phaseVenv]]) {
+    for (const [name, phase] of [["setting", phaseSetting], ["broken", phaseBroken], ["missing", phaseMissing], ["venv", phaseVenv]]) {
       log(`phase ${name}`);
       await phase();
     }

@@ -139,6 +139,10 @@ class ErrorHandlerOnce implements ErrorHandler {
   private crashes: number[] = [];
 
   error(_error: Error, _message: Message | undefined, count: number | undefined): ErrorHandlerResult {
+    if (!this.running) {
+      // e.g. EPIPE writing to a process that already exited: closed() follows, start() fails
+      return { action: ErrorAction.Continue, handled: true };
+    }
     return { action: count !== undefined && count <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown };
   }
 
@@ -150,7 +154,6 @@ class ErrorHandlerOnce implements ErrorHandler {
     this.crashes = this.crashes.filter((t) => now - t < 3 * 60 * 1000);
     this.crashes.push(now);
     if (this.crashes.length > 4) {
-      this.running = false;
       return {
         action: CloseAction.DoNotRestart,
         message: "nl2code: the language server crashed 5 times in 3 minutes and will not be restarted (see Output › nl2code).",
@@ -160,7 +163,26 @@ class ErrorHandlerOnce implements ErrorHandler {
   }
 }
 
-function createClient(server: ServerCommand, errorHandler: ErrorHandler): LanguageClient {
+/**
+ * A LanguageClient that, while starting, writes its errors to the output channel without
+ * a notification of its own ("couldn't create connection to server" and the like):
+ * startClient shows one message for a failed start, with buttons to the setting and output.
+ */
+class Nl2CodeClient extends LanguageClient {
+  constructor(
+    serverOptions: ServerOptions,
+    clientOptions: LanguageClientOptions,
+    private readonly errors: ErrorHandlerOnce,
+  ) {
+    super(SECTION, "nl2code", serverOptions, clientOptions);
+  }
+
+  override error(message: string, data?: unknown, showNotification: boolean | "force" = true): void {
+    super.error(message, data, this.errors.running ? showNotification : false);
+  }
+}
+
+function createClient(server: ServerCommand, errorHandler: ErrorHandlerOnce): LanguageClient {
   // No `transport`: the client then talks to the process over stdin/stdout without adding
   // arguments (TransportKind.stdio would append `--stdio`, which older nl2code-lsp releases reject).
   const serverOptions: ServerOptions = {
@@ -186,7 +208,7 @@ function createClient(server: ServerCommand, errorHandler: ErrorHandler): Langua
       },
     },
   };
-  return new LanguageClient(SECTION, "nl2code", serverOptions, clientOptions);
+  return new Nl2CodeClient(serverOptions, clientOptions, errorHandler);
 }
 
 /** The workspace folders whose virtual environments may be searched (none when untrusted). */
@@ -229,8 +251,8 @@ async function startClient(): Promise<void> {
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     reportProblem(
-      `nl2code: the language server (${server.command}, from ${server.source}) did not start: ${detail}. ` +
-        "See Output › nl2code for its messages.",
+      `nl2code: the language server ${server.command} (from ${server.source}) did not start (${detail}); ` +
+        "its messages are in Output › nl2code.",
       started.outputChannel,
     );
   }
