@@ -126,6 +126,10 @@ async function suggestions() {
 async function completeAndAccept(name, timeoutMs) {
   const start = Date.now();
   const rows = await until("nl2code completion items", async () => {
+    const failed = (await toasts()).find((t) => /nl2code/i.test(t) && /crashed|initialization failed|did not start|cannot/i.test(t));
+    if (failed) {
+      throw new Error(`nl2code reported an error: ${failed}`); // no point waiting for suggestions
+    }
     await page.keyboard.press("Escape");
     await page.keyboard.press("Control+Space");
     try {
