@@ -301,3 +301,21 @@ def test_a_changed_setting_reaches_the_running_server(workbench, model_candidate
     on_disk = (project / "demo.py").read_text().rstrip("\n").split("\n")
     assert on_disk == step["lines"][:len(on_disk)]
     assert not any(line.strip() for line in step["lines"][len(on_disk):])
+
+
+def test_discovery_unit_tests():
+    """lsp/vscode/test/discovery.test.js: the search order, file by file (node --test)."""
+    node = shutil.which("node")
+    tsc = EXT / "node_modules" / ".bin" / "tsc"
+    missing = [what for what, ok in (("node on PATH", node), (f"{tsc} (npm ci in lsp/vscode)", tsc.exists())) if not ok]
+    if missing:
+        message = "VS Code discovery unit tests need: " + "; ".join(missing)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    subprocess.run([node, str(tsc), "-p", str(EXT)], check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([node, "--test", "test/"], cwd=EXT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NL2CODE_TEST_PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "# fail 0" in proc.stdout and "# skipped 0" in proc.stdout, proc.stdout[-2000:]
+
