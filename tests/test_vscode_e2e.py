@@ -186,8 +186,14 @@ def workbench(tools, tmp_path_factory):
             "intents": {k: f"# {v}" for k, v in INTENTS.items()},
         }
         (tmp / "config.json").write_text(json.dumps(cfg))
-        drive = subprocess.run([tools["NODE24"], str(DRIVER), str(tmp / "config.json")], env=env,
-                               capture_output=True, text=True, timeout=900)
+        driver = subprocess.Popen([tools["NODE24"], str(DRIVER), str(tmp / "config.json")], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, driver_err = driver.communicate(timeout=900)
+        except subprocess.TimeoutExpired:  # the driver and its Chromium, all of them
+            os.killpg(driver.pid, signal.SIGKILL)
+            _, driver_err = driver.communicate()
+            driver_err = "the driver ran over 900 s and was stopped\n" + driver_err
         result = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").exists() else {}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -200,7 +206,7 @@ def workbench(tools, tmp_path_factory):
     (ARTIFACTS / "nl2code-output.log").write_text(logs)
     (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=2))
     assert result.get("ok"), (
-        f"the workbench session failed: {result.get('error') or drive.stderr[-3000:]}\n"
+        f"the workbench session failed: {result.get('error') or driver_err[-3000:]}\n"
         f"notifications on screen: {result.get('toasts')}\n"
         f"driver log: {result.get('log')}\n"
         f"nl2code output channel (tail):\n{logs[-3000:]}")
