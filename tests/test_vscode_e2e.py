@@ -38,6 +38,11 @@ DRIVER = Path(__file__).resolve().parent / "vscode_e2e" / "drive.cjs"
 TOOLS = Path(os.environ.get("NL2CODE_E2E_TOOLS", Path.home() / ".cache" / "nl2code-e2e"))
 ARTIFACTS = Path(os.environ.get("NL2CODE_E2E_ARTIFACTS", ROOT / "runs" / "vscode-e2e"))
 
+# The session (build, install, start, five phases) runs in the first test's setup: about
+# 1.5 minutes on 2 free cores, several times that on a loaded machine. Its steps have their
+# own time limits; this one only replaces the suite's per-test default (300 s).
+pytestmark = pytest.mark.timeout(1200)
+
 INTENTS = {  # comments a user might write; what the model makes of them is checked, not fixed
     "completion": "convert string `s` to lowercase",
     "inline": "get the length of list `items`",
@@ -176,6 +181,7 @@ def workbench(tools, tmp_path_factory):
                              "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
                              "--disable-getting-started-override", str(project)],
                             env=env, stdout=cs_log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = None
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, 120)
         cfg = {
@@ -196,6 +202,9 @@ def workbench(tools, tmp_path_factory):
             driver_err = "the driver ran over 900 s and was stopped\n" + driver_err
         result = json.loads((tmp / "result.json").read_text()) if (tmp / "result.json").exists() else {}
     finally:
+        if driver is not None and driver.poll() is None:  # interrupted: the driver and its Chromium
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
