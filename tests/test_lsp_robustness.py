@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,6 +87,23 @@ def test_requests_before_initialize_are_refused_then_shutdown_exit_is_clean(tmp_
         # the early didOpen was dropped: the document is unknown, so the answer is empty
         assert items(client.call("textDocument/completion", completion_params("file:///early.py", 0, 3), WAIT)) == []
         assert client.shutdown(WAIT) == 0
+
+
+def test_stdio_flag_is_accepted_as_the_default_transport(tmp_path):
+    """vscode-languageclient (TransportKind.stdio) and other clients append `--stdio`; the
+    server must serve on stdio with it, as without it."""
+    home = tmp_path / "home"
+    with RawClient(server_command() + ["--stdio"], server_env(home), cwd=tmp_path) as client:
+        result = client.call("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, WAIT)
+        assert result["result"]["serverInfo"]["name"] == "nl2code-lsp"
+        assert client.shutdown(WAIT) == 0
+
+
+def test_stdio_and_tcp_together_are_a_usage_error(tmp_path):
+    proc = subprocess.run(server_command() + ["--stdio", "--tcp", "127.0.0.1:0"], env=server_env(tmp_path / "home"),
+                          capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "nl2code-lsp: error: --stdio and --tcp exclude each other"
 
 
 def test_requests_after_shutdown_are_refused_then_exit_is_clean(tmp_path):

@@ -453,6 +453,8 @@ def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARN
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nl2code-lsp", description="nl2code language server (stdio by default).")
+    parser.add_argument("--stdio", action="store_true",
+                        help="serve on stdin/stdout (the default; accepted because many clients send it)")
     parser.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (for debugging)")
     parser.add_argument("--model", metavar="PATH", help="model folder (default: NL2CODE_MODEL or the bundled model); "
                         "the editor's nl2code.modelPath setting overrides it")
@@ -460,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="log level for stderr (default WARNING)")
     parser.add_argument("--version", action="version", version=f"nl2code-lsp {__version__}")
     args = parser.parse_args(argv)
+    if args.stdio and args.tcp:
+        parser.error("--stdio and --tcp exclude each other")
     try:
         run(args.model, args.tcp, args.log_level)
     except UsageError as exc:
