@@ -145,9 +145,21 @@ class FolderLock:
     NAME = ".lock"
 
     def __init__(self, folder: str | Path, error=OSError):
+        self.path = Path(folder) / self.NAME
+        for _ in range(10):  # the holder removes the file when it ends: lock the file that is there
+            fd = self._try_lock(folder, error)
+            if fd is not None:
+                break
+        else:
+            raise error(f"cannot lock {self.path}: it keeps being replaced")
+        os.ftruncate(fd, 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {when}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def _try_lock(self, folder, error) -> int | None:
         import fcntl
 
-        self.path = Path(folder) / self.NAME
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o644)
         except OSError as exc:
@@ -164,13 +176,21 @@ class FolderLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {when}\n".encode(), 0)
-        self._fd: int | None = fd
+        try:
+            same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the previous holder removed it between our open and our lock
+            os.close(fd)
+            return None
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:
+            try:
+                os.unlink(self.path)  # while still held: a waiter re-checks the inode
+            except OSError:
+                pass
             os.close(self._fd)  # closing the last fd drops the flock
             self._fd = None
 

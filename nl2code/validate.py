@@ -125,3 +125,60 @@ def check_model_config(cfg) -> None:
 def check_train_config(cfg) -> None:
     """Types and bounds of a TrainConfig (UsageError naming the key)."""
     _check(cfg, TRAIN_RULES, "train")
+
+
+def _int_list(max_len: int):
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or len(value) > max_len or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            return f"must be a list of at most {max_len} whole numbers >= 0"
+        return None
+    return check
+
+
+def _str_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "must be a list of text values, e.g. [\"a\", \"b\"] (not one text value)"
+    return None
+
+
+def _name(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
+
+
+SOURCE_RULES = {
+    "name": _name,
+    "kind": _str,
+    "path": _str,
+    "lang": _str,
+    "weight": weight_problem,
+    "dev_first": _int(0, 1_000_000_000),
+    "dev_path": _str,
+    "range": _int_list(2),
+    "dev_range": _int_list(2),
+    "roots": _str_list,
+    "miners": _str_list,
+    "cap": _int(1, 100_000_000),
+    "max_examples": _int(0, 1_000_000_000),
+}
+
+GUARD_RULES = {"kind": _str, "path": _str, "optional": lambda v: None if isinstance(v, bool) else "must be true or false"}
+
+
+def source_problem(entry: dict[str, Any]) -> str | None:
+    """Why a recipe's [[source]] table has a bad value ("key = value: why"), or None."""
+    for key, value in entry.items():
+        rule = SOURCE_RULES.get(key)
+        problem = rule(value) if rule else None
+        if problem:
+            return f"{key} = {value!r}: {problem}"
+    return None
+
+
+def guard_problem(entry: dict[str, Any]) -> str | None:
+    for key, value in entry.items():
+        rule = GUARD_RULES.get(key)
+        problem = rule(value) if rule else None
+        if problem:
+            return f"{key} = {value!r}: {problem}"
+    return None
