@@ -40,17 +40,41 @@ def language_for(language_id: str | None, enabled: tuple[str, ...]) -> LangSpec 
     return LANGUAGES.get(name) if name in enabled else None
 
 
+_CHUNK = 4096
+
+
+def line_start(source: str, line: int) -> int | None:
+    """The offset at which line (0-based) begins; None past the document's last line.
+
+    Newlines are counted in C over fixed-size chunks (str.count), so reaching line 999,999
+    costs a few thousand Python steps, not a million: at most len(source) / 4096 counts and
+    4096 finds.
+    """
+    pos, left, n = 0, line, len(source)
+    while left > 0:
+        end = min(pos + _CHUNK, n)
+        found = source.count("\n", pos, end)
+        if found < left:
+            if end >= n:
+                return None
+            left -= found
+            pos = end
+            continue
+        for _ in range(left):
+            pos = source.find("\n", pos, end) + 1
+        return pos
+    return 0
+
+
 def lines_around(source: str, line: int, before: int = 1, after: int = 1) -> tuple[int, list[str]]:
     """(first line number, the lines from line-before to line+after) without terminators.
 
     Lines past the end of the document are simply missing from the list.
     """
     first = max(0, line - before)
-    pos = 0
-    for _ in range(first):
-        pos = source.find("\n", pos) + 1
-        if pos == 0:
-            return first, []
+    pos = line_start(source, first)
+    if pos is None:
+        return first, []
     out: list[str] = []
     for _ in range(line + after - first + 1):
         end = source.find("\n", pos)
