@@ -323,6 +323,35 @@ def test_finding_a_line_near_the_end_of_a_million_lines_is_not_a_million_steps()
     assert CountingStr.finds < 5000  # a Python step per line was a million
     assert text.line_start(source, 1_000_001) == len(source)  # the empty last line
     assert text.line_start(source, 1_000_002) is None
+    rng = random.Random(3)  # from the top, forward and backward from the remembered line
+    small = "".join("x" * rng.randrange(3) + "\n" for _ in range(20_000))
+    starts = [0] + [i + 1 for i, ch in enumerate(small) if ch == "\n"]
+    for line in [rng.randrange(len(starts)) for _ in range(300)]:
+        assert text.line_start(small, line) == starts[line]
+
+
+def test_keystrokes_near_the_end_scan_only_near_the_cursor(monkeypatch):
+    """After the first lookup, typing at line 999,998 and completing there must not count
+    its way down from the top again (that was a million Python steps per keystroke)."""
+    scanned: list[int] = []
+    scan, back = text._scan, text._scan_back
+    monkeypatch.setattr(text, "_scan", lambda source, pos, n: scanned.append(n) or scan(source, pos, n))
+    monkeypatch.setattr(text, "_scan_back", lambda source, pos, n: scanned.append(n) or back(source, pos, n))
+    doc = document.FastTextDocument("file:///big.py", "value = compute(value)\n" * 1_000_000,
+                                    position_codec=PositionCodec())
+    line = 999_998
+
+    def type_at(col: int, ch: str) -> None:
+        doc.apply_change(types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(line, col), types.Position(line, col)), text=ch))
+
+    type_at(0, "#")  # the first keystroke finds the line from the top
+    scanned.clear()
+    for col, ch in enumerate(" sort list", start=1):
+        type_at(col, ch)
+        first, lines = text.lines_around(doc.source, line, before=1, after=0)
+        assert lines[-1].startswith("#" + " sort list"[:col])
+    assert scanned and max(scanned) <= 1
 
 
 def test_exit_without_shutdown_ends_with_code_1(tmp_path):

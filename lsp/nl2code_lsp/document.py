@@ -18,7 +18,7 @@ from pygls.workspace import TextDocument, Workspace
 from pygls.workspace.position_codec import PositionCodec
 
 from nl2code_lsp.convert import char_index
-from nl2code_lsp.text import line_start
+from nl2code_lsp.text import line_start, remember
 
 
 def line_text(source: str, start: int) -> str:
@@ -39,11 +39,15 @@ def offset_at(source: str, position: types.Position, codec: PositionCodec) -> in
 class FastTextDocument(TextDocument):
     def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
         source = self.source
-        a = offset_at(source, change.range.start, self._position_codec)
-        b = offset_at(source, change.range.end, self._position_codec)
-        if b < a:
-            a, b = b, a
-        self._source = source[:a] + change.text + source[b:]
+        start, end = change.range.start, change.range.end
+        if (end.line, end.character) < (start.line, start.character):
+            start, end = end, start
+        a = offset_at(source, start, self._position_codec)
+        b = offset_at(source, end, self._position_codec)
+        first = line_start(source, start.line)
+        self._source = "".join((source[:a], change.text, source[b:]))
+        if first is not None:  # the edit leaves the text before it, so its line's start, as it was
+            remember(self._source, start.line, first)
 
 
 def install(workspace: Workspace) -> None:
