@@ -137,7 +137,7 @@ def test_fifo_inputs_do_not_hang_the_cli(tmp_path, tiny_model, what):
             "train config": ["train", str(fifo), "--corpus", str(tmp_path), "--out", str(tmp_path / "r")],
             "meta file": ["model", "package", str(tiny_model), "--out", str(tmp_path / "p"),
                           "--meta-file", f"k={fifo}"]}[what]
-    rc, _, err = run_limited(cli(*args), timeout=60, mem_mb=3000)
+    rc, _, err = run_limited(cli(*args), timeout=180, mem_mb=3000)
     assert rc == 2 and "FIFO" in one_line(err)
 
 
@@ -169,7 +169,7 @@ def test_data_build_with_empty_out_writes_nothing(tmp_path):
     rcp = recipe(tmp_path, TOY_SOURCE)
     work = tmp_path / "work"
     work.mkdir()
-    rc, _, err = run_limited(cli("data", "build", str(rcp), "--out", ""), timeout=60, mem_mb=3000, cwd=work)
+    rc, _, err = run_limited(cli("data", "build", str(rcp), "--out", ""), timeout=180, mem_mb=3000, cwd=work)
     assert rc == 2 and "--out" in one_line(err)
     assert list(work.iterdir()) == []
 
@@ -178,7 +178,7 @@ def test_data_build_with_empty_out_writes_nothing(tmp_path):
 
 def _shell(cmd: str, tmp_path: Path, **env) -> tuple[int, str]:
     """Run `cmd` through sh (for >&- and <&-); -> (returncode, stderr)."""
-    proc = subprocess.run(["sh", "-c", cmd], env=code_env(**env), cwd=tmp_path, timeout=120,
+    proc = subprocess.run(["sh", "-c", cmd], env=code_env(**env), cwd=tmp_path, timeout=300,
                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     return proc.returncode, proc.stderr.decode("utf-8", "replace")
 

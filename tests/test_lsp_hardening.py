@@ -40,7 +40,7 @@ from nl2code_lsp.settings import Settings
 from nl2code_lsp.text import Target
 
 SORT = "sort list `xs` in descending order"
-WAIT = 120
+WAIT = 300
 SERVER_MEM_MB = 6000
 
 CAPPED = ("import resource, runpy, sys; cap = int(sys.argv[1]) << 20; "
