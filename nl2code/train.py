@@ -224,7 +224,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable
             tok = Tokenizer.train(tokenizer_texts(train_ex), cfg.vocab_size)
             if world > 1:
                 out.mkdir(parents=True, exist_ok=True)
-                tok.save(out / "tokenizer.model")
+                safefs.write_atomic(out / "tokenizer.model", tok.proto)  # never through a link
         if world > 1:
             torch.distributed.barrier()
             if rank != 0:
