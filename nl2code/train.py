@@ -12,7 +12,6 @@ each rank takes every N-th batch; only rank 0 evaluates and writes.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import random

@@ -8,7 +8,6 @@ Server processes run with a memory cap, and every wait has a timeout.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import importlib.util
 import json
 import os
