@@ -140,25 +140,34 @@ def _send(sock: socket.socket, message: dict) -> None:
     sock.sendall(frame({"jsonrpc": "2.0", **message}))
 
 
+_unread: dict[int, bytes] = {}  # bytes received after the message returned, per socket
+
+
 def _recv(sock: socket.socket, timeout: float = WAIT) -> dict | None:
-    """The next message, or None when the server closed the connection."""
+    """The next message, or None when the server closed the connection. Bytes of the next
+    message that arrived in the same read are kept for the next call."""
     sock.settimeout(timeout)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
+    buf = _unread.pop(id(sock), b"")
+
+    def more() -> bool:
+        nonlocal buf
         try:
             chunk = sock.recv(65536)
         except ConnectionResetError:  # closed while our bytes were unread
-            return None
-        if not chunk:
-            return None
+            return False
         buf += chunk
+        return bool(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        if not more():
+            return None
     head, _, body = buf.partition(b"\r\n\r\n")
     length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
     while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
+        if not more():
             return None
-        body += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+    _unread[id(sock)] = body[length:]
     return json.loads(body[:length])
 
 
