@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nl2code import safefs
 from nl2code.config import ModelConfig, from_dict, to_dict
 from nl2code.errors import CheckpointError, UsageError
 
@@ -96,18 +97,51 @@ def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, A
     write_atomic_dir(Path(path), fill)
 
 
-def verify(path: Path) -> dict[str, Any]:
-    """Check the folder against its manifest; return the parsed manifest."""
+# Size bounds per file: reads are bounded before they start (a manifest linked to /dev/zero
+# or a 4 GB config must not exhaust memory). Other listed files (train_state.pt) get EXTRA.
+MAX_BYTES = {MANIFEST: 1 << 20, CONFIG: 16 << 20, TOKENIZER: 64 << 20, WEIGHTS: 4 << 30}
+MAX_EXTRA_BYTES = 8 << 30
+MAX_HEADER_BYTES = 64 << 20  # safetensors' JSON header
+
+
+def _member(path: Path, name: str) -> Path:
+    """path/name for a name the manifest lists: a plain file name inside the folder."""
+    if not isinstance(name, str) or Path(name).name != name or name in (".", "..") or "\0" in name:
+        raise CheckpointError(f"{path / MANIFEST} names a file outside the folder: {name!r}")
+    return path / name
+
+
+def _read_member(path: Path, name: str) -> bytes:
+    """The bytes of one file of the folder: a regular file, not a link, FIFO or device;
+    bounded in size before reading."""
+    return safefs.read_bounded(_member(path, name), MAX_BYTES.get(name, MAX_EXTRA_BYTES), CheckpointError, name)
+
+
+def _hash_member(path: Path, name: str) -> str:
+    f = _member(path, name)
+    fd = safefs.open_regular(f, CheckpointError)
+    limit = MAX_BYTES.get(name, MAX_EXTRA_BYTES)
+    h, total = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            total += len(chunk)
+            if total > limit:
+                raise CheckpointError(f"{f}: {name} too large (over {limit:,} bytes)")
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model not found: {path}")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a model folder (expected {MANIFEST}, {WEIGHTS}, ...)")
+    if not os.path.lexists(path / MANIFEST):
+        raise CheckpointError(f"{path} has no {MANIFEST}: not an nl2code model folder")
     try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} has no {MANIFEST}: not an nl2code model folder") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = json.loads(_read_member(path, MANIFEST).decode("utf-8"))
+    except (ValueError, RecursionError):  # ValueError: JSON, UTF-8, a 5000-digit integer
         raise CheckpointError(f"{path / MANIFEST} is corrupted (not JSON)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(
         manifest.get("files"), dict
@@ -116,48 +150,172 @@ def verify(path: Path) -> dict[str, Any]:
     for name in (WEIGHTS, CONFIG, TOKENIZER):
         if name not in manifest["files"]:
             raise CheckpointError(f"{path / MANIFEST} does not list {name}")
-    for name, digest in manifest["files"].items():
-        f = path / name
-        if Path(name).name != name:
-            raise CheckpointError(f"{path / MANIFEST} names a file outside the folder: {name!r}")
-        if not f.is_file():
-            raise CheckpointError(f"{f} is missing (listed in the manifest)")
-        if sha256_file(f) != digest:
-            raise CheckpointError(f"{f} does not match its sha256 in the manifest: file corrupted")
+    for name in manifest["files"]:
+        _member(path, name)
     return manifest
 
 
-def load_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+def _check_digest(path: Path, name: str, actual: str, manifest: dict[str, Any]) -> None:
+    if actual != manifest["files"][name]:
+        raise CheckpointError(f"{path / name} does not match its sha256 in the manifest: file corrupted")
+
+
+def verify(path: Path, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check the folder against its manifest; return the parsed manifest.
+
+    Only regular files inside the folder are opened: a listed file that is a symbolic link
+    (even one into the folder), a FIFO or a device is refused, never followed or read.
+    skip: names the caller hashes itself from the bytes it loads.
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    for name in manifest["files"]:
+        if name in skip:
+            continue
+        if not os.path.lexists(path / name):
+            raise CheckpointError(f"{path / name} is missing (listed in the manifest)")
+        _check_digest(path, name, _hash_member(path, name), manifest)
+    return manifest
+
+
+def _parse_config(data: bytes, where: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    from nl2code.validate import check_model_config
+
     try:
-        raw = json.loads((Path(path) / CONFIG).read_text(encoding="utf-8"))
+        raw = json.loads(data.decode("utf-8"))
+        if not isinstance(raw, dict) or not isinstance(raw.get("meta", {}), dict):
+            raise TypeError
         cfg = from_dict(ModelConfig, raw["model"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"{Path(path) / CONFIG} is not a valid model config") from None
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{where} is not a valid model config") from None
     except UsageError as exc:
-        raise CheckpointError(f"{Path(path) / CONFIG}: {exc}") from None
+        raise CheckpointError(f"{where}: {exc}") from None
+    try:
+        check_model_config(cfg)
+    except UsageError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     return cfg, raw.get("meta", {})
 
 
+def load_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
+    path = Path(path)
+    return _parse_config(_read_member(path, CONFIG), path / CONFIG)
+
+
+# -- weights: checked against the config before anything is allocated ---------------------
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                       "BOOL": "bool"}
+
+
+def allowed_weight_dtypes(cfg: ModelConfig) -> set[str]:
+    """float32 always; float16 or bfloat16 only when the config declares it (weights_dtype)."""
+    allowed = {"float32"}
+    declared = getattr(cfg, "weights_dtype", None)
+    if declared in ("float16", "bfloat16"):
+        allowed.add(declared)
+    return allowed
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every weight's shape for this config, computed on the meta device (no memory)."""
+    import torch
+
+    from nl2code.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _safetensors_header(data: bytes, where: Path) -> dict[str, Any]:
+    if len(data) < 8:
+        raise CheckpointError(f"{where} is not valid safetensors: too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(len(data) - 8, MAX_HEADER_BYTES):
+        raise CheckpointError(f"{where} is not valid safetensors: bad header length")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{where} is not valid safetensors: header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{where} is not valid safetensors: header is not an object")
+    header.pop("__metadata__", None)
+    return header
+
+
+def _check_header(header: dict[str, Any], expected: dict[str, tuple[int, ...]], allowed: set[str],
+                  where: Path) -> None:
+    """Names, dtypes and shapes in the file's header against the config, before loading."""
+    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or extra:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise CheckpointError(f"{where} does not fit its config: {what}")
+    for name, entry in header.items():
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{where} is not valid safetensors: bad entry {name!r}")
+        dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"), str(entry.get("dtype")))
+        shape = entry.get("shape")
+        if dtype not in allowed:
+            raise CheckpointError(f"{where}: weight {name!r} is {dtype}; expected {' or '.join(sorted(allowed))}")
+        if not isinstance(shape, list) or tuple(shape) != expected[name]:
+            raise CheckpointError(f"{where} does not fit its config: {name!r} has shape {shape}, "
+                                  f"the config needs {list(expected[name])}")
+
+
+def _check_tensor(name: str, tensor, expected_shape: tuple[int, ...], allowed_dtypes: set[str]) -> None:
+    """One loaded weight: dtype allowed, shape as the config says, every value finite."""
+    import torch
+
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if dtype not in allowed_dtypes:
+        raise CheckpointError(f"weight {name!r} is {dtype}; expected {' or '.join(sorted(allowed_dtypes))}")
+    if tuple(tensor.shape) != tuple(expected_shape):
+        raise CheckpointError(f"weight {name!r} has shape {list(tensor.shape)}, the config needs "
+                              f"{list(expected_shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"weight {name!r} holds NaN or infinite values")
+
+
 def load_model(path: str | Path, verify_hashes: bool = True):
-    """-> (model in eval mode, ModelConfig, Tokenizer, meta)."""
+    """-> (model in eval mode, ModelConfig, Tokenizer, meta).
+
+    Order: manifest, sizes, hashes, config bounds, the weights' header against the config;
+    only then are tensors read and the model built, so a hostile folder fails before any
+    large allocation.
+    """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load as load_safetensors
 
     from nl2code.model import build_model
     from nl2code.tokenizer import Tokenizer
 
     path = Path(path)
     recover_dir(path)
-    if verify_hashes:
-        verify(path)
-    cfg, meta = load_config(path)
-    tok = Tokenizer.load(path / TOKENIZER)
+    manifest = verify(path, skip=(WEIGHTS, CONFIG, TOKENIZER)) if verify_hashes else None
+    blobs = {}
+    for name in (CONFIG, TOKENIZER, WEIGHTS):
+        blobs[name] = _read_member(path, name)
+        if manifest is not None:
+            _check_digest(path, name, hashlib.sha256(blobs[name]).hexdigest(), manifest)
+    cfg, meta = _parse_config(blobs.pop(CONFIG), path / CONFIG)
+    tok = Tokenizer(blobs.pop(TOKENIZER))
     if tok.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tok.vocab_size} pieces, config says {cfg.vocab_size}")
+    expected, allowed = expected_shapes(cfg), allowed_weight_dtypes(cfg)
+    data = blobs.pop(WEIGHTS)
+    _check_header(_safetensors_header(data, path / WEIGHTS), expected, allowed, path / WEIGHTS)
     try:
-        state = load_file(str(path / WEIGHTS))
+        state = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path / WEIGHTS} is not valid safetensors: {exc}") from None
+    del data
+    try:
+        for name, tensor in state.items():
+            _check_tensor(name, tensor, expected[name], allowed)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path / WEIGHTS}: {exc}") from None
     import torch
 
     if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32

@@ -104,6 +104,9 @@ def run_guarded(fn):
         raise fail("interrupted", 130) from None
     except (typer.Exit, SystemExit):
         raise
+    except UnicodeEncodeError as exc:  # stdout's encoding (PYTHONIOENCODING) cannot hold the text
+        raise fail(f"cannot write {exc.object[exc.start:exc.end]!r} in the {exc.encoding} encoding of "
+                   f"stdout: set PYTHONIOENCODING=utf-8") from None
     except OSError as exc:  # disk full, permission denied, ...: the system's own words
         where = f": {exc.filename}" if exc.filename else ""
         raise fail(f"{exc.strerror or exc}{where}") from None
@@ -392,15 +395,16 @@ def _emit_report(report: dict, as_json: bool) -> None:
 @data_app.command("build")
 def data_build(
     recipe: Path = typer.Argument(..., help="Recipe TOML, e.g. datasets/default.toml."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for train/dev JSONL and stats.json."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder for train/dev JSONL and stats.json."),
 ):
     """Build a training corpus (train.jsonl, dev.jsonl, stats.json) from a recipe."""
     from nl2code.data.build import build
 
     def body():
+        out_dir = _out_folder(out)
         console = _stderr()
         with console.status("building corpus") as status:
-            stats = build(recipe, out, progress=lambda name: status.update(f"reading source: {name}"))
+            stats = build(recipe, out_dir, progress=lambda name: status.update(f"reading source: {name}"))
         from rich.table import Table
 
         table = Table(title=f"corpus {out}")
@@ -426,7 +430,7 @@ def data_build(
 def train_cmd(
     config: Optional[Path] = typer.Argument(None, help="TOML with [train] and [model] tables."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="Corpus folder (overrides the config)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Training folder (overrides the config)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Training folder (overrides the config)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="transformer or rnn."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
@@ -447,14 +451,15 @@ def train_cmd(
             if unused:
                 raise UsageError(f"{', '.join(unused)} do(es) nothing with --from-history")
             return _train_from_history(config, corpus, model, name, max_steps)
+        from nl2code import safefs
         from nl2code.config import ModelConfig, TrainConfig
-        from nl2code.train import load_train_config, train
+        from nl2code.train import TrainingInterrupted, load_train_config, train
 
         tcfg, mcfg = load_train_config(config) if config else (TrainConfig(), ModelConfig())
         if corpus:
             tcfg.corpus = str(corpus)
-        if out:
-            tcfg.out = str(out)
+        if out is not None:
+            tcfg.out = str(_out_folder(out))
         if arch:
             mcfg.arch = arch
         if max_steps is not None:
@@ -468,10 +473,9 @@ def train_cmd(
         resumed_at = _resume_step(Path(tcfg.out)) if resume and tcfg.out else None
 
         def log(rec: dict) -> None:
-            if log_path is not None:
+            if log_path is not None:  # never through a link planted at log.jsonl
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                safefs.append_line(log_path, json.dumps(rec), UsageError)
             if rec["event"] == "step":
                 left = ""
                 if tcfg.max_minutes:
@@ -486,7 +490,11 @@ def train_cmd(
 
         if resumed_at is not None and os.environ.get("RANK", "0") == "0":
             log({"event": "resumed", "step": resumed_at})  # the training report marks it
-        best = train(tcfg, mcfg, resume=resume, log=log)
+        try:
+            best = train(tcfg, mcfg, resume=resume, log=log)
+        except TrainingInterrupted as exc:
+            console.print(f"nl2code: error: {exc.message}", markup=False, soft_wrap=True)
+            raise typer.Exit(exc.code) from None
         typer.echo(str(best))
 
     run_guarded(body)
@@ -719,7 +727,7 @@ def model_info(
 @model_app.command("package")
 def model_package(
     src: Path = typer.Argument(..., help="A trained model folder (e.g. runs/model/best)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Destination folder (e.g. nl2code/assets/default)."),
+    out: str = typer.Option(..., "--out", "-o", help="Destination folder (e.g. nl2code/assets/default)."),
     meta: list[str] = typer.Option([], "--meta", help="KEY=JSON metadata to record (repeatable)."),
     meta_file: list[Path] = typer.Option([], "--meta-file", help="KEY=FILE.json metadata (repeatable)."),
     half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size)."),
@@ -729,7 +737,7 @@ def model_package(
     """Copy a model for shipping, without training state, adding metadata (dev scores ...)."""
 
     def body():
-        from nl2code import checkpoint
+        from nl2code import checkpoint, safefs
 
         update = {}
         for item in meta:
@@ -741,10 +749,10 @@ def model_package(
         for item in meta_file:
             key, _, value = str(item).partition("=")
             try:
-                update[key] = json.loads(Path(value).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                update[key] = json.loads(safefs.read_text(value, 16 << 20, UsageError, "--meta-file"))
+            except (ValueError, RecursionError) as exc:
                 raise UsageError(f"--meta-file {item}: {exc}") from None
-        checkpoint.package(src, out, update, half=half, explain=explain, corpus=corpus)
+        checkpoint.package(src, _out_folder(out), update, half=half, explain=explain, corpus=corpus)
         typer.echo(str(out))
 
     run_guarded(body)
@@ -869,8 +877,54 @@ def lsp_cmd(
     run_guarded(body)
 
 
+def _check_streams() -> None:
+    """Closed or odd standard streams: one error line, never an AttributeError.
+
+    A closed stdin reads as empty; a closed stdout is an error (the answer would be lost);
+    stderr never fails on a character its encoding lacks.
+    """
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+    elif hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(errors="backslashreplace")
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)
+    if sys.stdout is None:
+        sys.stderr.write("nl2code: error: stdout is closed: the answer would be lost\n")
+        sys.exit(2)
+
+
+def _flush_stdout() -> None:
+    """Flush stdout before Python's own exit does: a full disk or a closed pipe becomes one
+    error line and exit 2 instead of an "Exception ignored" report."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        try:  # nothing more can be written to stdout; drop what is buffered
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.stderr.write(f"nl2code: error: cannot write to stdout: {exc.strerror or exc}\n")
+        sys.exit(2)
+
+
+def _out_folder(value: Optional[str], option: str = "--out") -> Optional[Path]:
+    """An --out value as a Path; '' (which Path would read as the current folder) is an error."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise UsageError(f"{option} needs a folder name (got an empty one)")
+    return Path(value)
+
+
 def entry() -> None:
-    app()
+    _check_streams()
+    try:
+        app()
+    except SystemExit as exc:
+        _flush_stdout()
+        raise exc from None
+    _flush_stdout()
 
 
 if __name__ == "__main__":

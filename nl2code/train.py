@@ -11,7 +11,7 @@ each rank takes every N-th batch; only rank 0 evaluates and writes.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
 import random
@@ -24,11 +24,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nl2code import checkpoint, slots
+from nl2code import checkpoint, safefs, slots
 from nl2code.config import DecodeConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from nl2code.data.records import Example, read_jsonl
 from nl2code.errors import CheckpointError, DataError, UsageError
 from nl2code.tokenizer import EOS, LANGUAGES, PAD, Tokenizer
+from nl2code.runguard import StopFlag, TrainingInterrupted, check_batches, lock_run_folder, stats_weights
+from nl2code.validate import check_model_config, check_train_config
 
 STATE = "train_state.pt"
 
@@ -102,11 +104,13 @@ def source_weight(weights: dict[str, float], source: str) -> float:
     return weights.get(source.split("-")[0], 1.0)
 
 
-def epoch_batches(data: list[Encoded], cfg: TrainConfig, weights: dict[str, float], epoch: int) -> list[list[int]]:
+def epoch_batches(data: list[Encoded], cfg: TrainConfig, weights: dict[str, float], epoch: int,
+                  should_stop: Callable[[], bool] | None = None) -> list[list[int]]:
     """Deterministic batches for an epoch: weighted upsampling, length buckets, shuffle.
 
     Source and target tokens are budgeted separately (long API-doc intents would otherwise
-    make target batches tiny).
+    make target batches tiny). should_stop is polled between chunks (a signal arrived): the
+    batches built so far are returned and the caller stops.
     """
     rng = random.Random(cfg.seed * 1_000_003 + epoch)
     idx: list[int] = []
@@ -119,6 +123,8 @@ def epoch_batches(data: list[Encoded], cfg: TrainConfig, weights: dict[str, floa
     chunk = 100 * 64
     batches = []
     for c in range(0, len(idx), chunk):
+        if should_stop is not None and should_stop():
+            return batches
         part = sorted(idx[c : c + chunk], key=lambda i: (len(data[i].tgt), len(data[i].src)))
         cur: list[int] = []
         ms = mt = 0
@@ -167,10 +173,7 @@ def load_corpus(corpus: Path) -> tuple[list[Example], list[Example], dict[str, f
     for name in ("train.jsonl", "dev.jsonl"):
         if not (corpus / name).is_file():
             raise DataError(f"{corpus / name} not found: build a corpus with `nl2code data build`")
-    weights = {}
-    stats = corpus / "stats.json"
-    if stats.is_file():
-        weights = json.loads(stats.read_text()).get("weights", {})
+    weights = stats_weights(corpus / "stats.json")
     return read_jsonl(corpus / "train.jsonl"), read_jsonl(corpus / "dev.jsonl"), weights
 
 
@@ -251,14 +254,28 @@ def dev_bleu(model, tok: Tokenizer, dev: list[Encoded], n: int, task: str = "cod
 def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
           log: Callable[[dict], None] | None = None) -> Path:
     """Train; returns the folder of the best model. log receives one dict per event."""
-    rank, world = _dist()
-    out = Path(cfg.out)
     if not cfg.out:
         raise UsageError("training needs an output folder (--out)")
+    check_train_config(cfg)
+    check_model_config(model_cfg)
+    rank, world = _dist()
+    out = Path(cfg.out)
+    stop = StopFlag(rank == 0)
+    lock = None
+    try:
+        lock = lock_run_folder(out, rank)
+        return _train(cfg, model_cfg, resume, log or (lambda rec: None), rank, world, out, stop)
+    finally:
+        stop.restore()
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable[[dict], None],
+           rank: int, world: int, out: Path, stop: StopFlag) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    log = log or (lambda rec: None)
     checkpoint.recover_dir(out / "last")
     if resume and not (out / "last" / STATE).is_file():
         raise UsageError(f"nothing to resume: {out / 'last' / STATE} not found")
@@ -279,7 +296,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
             tok = Tokenizer.train(tokenizer_texts(train_ex), cfg.vocab_size)
             if world > 1:
                 out.mkdir(parents=True, exist_ok=True)
-                tok.save(out / "tokenizer.model")
+                safefs.write_atomic(out / "tokenizer.model", tok.proto)  # never through a link
         if world > 1 and not cfg.tokenizer:
             torch.distributed.barrier()
             if rank != 0:
@@ -303,8 +320,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch": 0, "best": -1.0, "bad_evals": 0, "elapsed": 0.0, "tokens": 0}
     if resume:
-        try:  # weights_only: never unpickle arbitrary objects
-            saved = torch.load(out / "last" / STATE, weights_only=True, map_location="cpu")
+        try:  # weights_only: never unpickle arbitrary objects; never through a link
+            blob = safefs.read_bounded(out / "last" / STATE, checkpoint.MAX_EXTRA_BYTES, CheckpointError, STATE)
+            saved = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+        except CheckpointError:
+            raise
         except Exception as exc:
             first = " ".join(str(exc).split())[:200]
             raise CheckpointError(f"{out / 'last' / STATE} is not a valid training state: {first}") from None
@@ -318,13 +338,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):  # finish the step, save, then exit
-        stop["signal"] = signum
-
-    old_handler = signal.signal(signal.SIGTERM, on_signal) if rank == 0 else None
 
     # the engine reads "languages" to refuse a language the model never saw
     languages = [lang for lang in LANGUAGES if any(e.example.lang == lang for e in train_data)]
@@ -341,8 +354,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
             "rng_torch": torch.get_rng_state(),
             "rng_py": [py[0], list(py[1]), py[2]],
         }
-        import io
-
         buf = io.BytesIO()
         torch.save(blob, buf)
         checkpoint.save_model(out / "last", model, model_cfg, tok, {**meta, **state}, extra={STATE: buf.getvalue()})
@@ -350,9 +361,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     t0 = time.monotonic() - state["elapsed"]
     last_save = time.monotonic()
     tok_window, t_window = 0, time.monotonic()
+    def interrupted() -> None:  # finish the step, save, then exit
+        save_last()
+        log({"event": "interrupted", "step": state["step"]})
+        name = signal.Signals(stop.signum).name
+        raise TrainingInterrupted(stop.signum, f"interrupted by {name} at step {state['step']}; "
+                                               f"{out / 'last'} saved: continue with --resume")
+
     finished = state["step"] >= cfg.max_steps  # resuming a run that already ended
+    stop.deferred = True
     while not finished:
-        batches = epoch_batches(train_data, cfg, weights, state["epoch"])
+        batches = epoch_batches(train_data, cfg, weights, state["epoch"], should_stop=stop)
+        if stop():
+            interrupted()
+        check_batches(batches, world, state["epoch"], cfg.corpus)
         batches = batches[rank::world]
         while state["batch"] < len(batches):
             items = [train_data[i] for i in batches[state["batch"]]]
@@ -406,12 +428,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
                 save_last()
                 last_save = time.monotonic()
                 log({"event": "checkpoint", "step": state["step"]})
-            if stop["signal"] is not None:
-                save_last()
-                log({"event": "interrupted", "step": state["step"]})
-                if old_handler is not None:
-                    signal.signal(signal.SIGTERM, old_handler)
-                raise SystemExit(128 + stop["signal"])
+            if stop():
+                interrupted()
             if world > 1:  # stop together: a rank that stopped alone would leave the others
                 flag = torch.tensor([float(bool(last_step))])  # waiting in all-reduce forever
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -422,8 +440,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
         if not finished:
             state["epoch"] += 1
             state["batch"] = 0
-    if rank == 0 and old_handler is not None:
-        signal.signal(signal.SIGTERM, old_handler)
     if world > 1:
         torch.distributed.barrier()
     if rank == 0 and not (out / "best").exists():
@@ -442,16 +458,26 @@ def _keep_checkpoint(out: Path, model, model_cfg, tok, meta: dict, step: int, ke
 
 
 def load_train_config(path: str | Path) -> tuple[TrainConfig, ModelConfig]:
-    """A TOML file with [train] and [model] tables."""
+    """A TOML file with [train] and [model] tables; every value checked (UsageError naming it)."""
     import tomllib
 
+    if not os.path.lexists(path):
+        raise UsageError(f"training config not found: {path}")
+    text = safefs.read_text(path, 16 << 20, UsageError, "training config")
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"training config not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
     unknown = set(raw) - {"train", "model"}
     if unknown:
         raise UsageError(f"{path}: unknown table(s) {sorted(unknown)}; use [train] and [model]")
-    return from_dict(TrainConfig, raw.get("train", {})), from_dict(ModelConfig, raw.get("model", {}))
+    for table in ("train", "model"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise UsageError(f"{path}: {table} must be a table ([{table}])")
+    try:
+        tcfg, mcfg = from_dict(TrainConfig, raw.get("train", {})), from_dict(ModelConfig, raw.get("model", {}))
+        check_train_config(tcfg)
+        check_model_config(mcfg)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    return tcfg, mcfg

@@ -73,3 +73,58 @@ def tiny_model(tmp_path_factory) -> Path:
     tcfg, mcfg = tiny_configs(corpus, base / "run")
     best = train(tcfg, mcfg)
     return best
+
+
+# -- hostile-input runs: a subprocess with a wall-clock and a memory limit ------------------
+
+def code_env(**extra) -> dict:
+    """The environment for a child that imports the same nl2code (and nl2code_lsp) as we do."""
+    import sys
+
+    import nl2code
+
+    root = Path(nl2code.__file__).resolve().parents[1]
+    path = [str(root), str(root / "lsp")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1", **extra}
+    env.pop("NL2CODE_MODEL", None)
+    env.pop("NL2CODE_DEBUG", None)
+    return env
+
+
+def limit_memory(mb: int):
+    """A preexec_fn: the child's address space is capped at mb megabytes (RLIMIT_AS)."""
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+    return apply
+
+
+def run_limited(args: list[str], *, timeout: float = 120, mem_mb: int = 6000, stdin=None, env=None, cwd=None):
+    """Run a command with a timeout and a memory cap; a hang fails the test (and the child is
+    killed). stdin defaults to a pipe held open and never written (a child that reads its
+    stdin waits, as it would under an editor). -> (returncode, stdout, stderr)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE if stdin is None else stdin, stdout=out, stderr=err,
+                                env=env or code_env(), cwd=cwd, preexec_fn=limit_memory(mem_mb))
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{args[2:]} did not finish within {timeout}s (hung)")
+        finally:
+            if proc.stdin:
+                proc.stdin.close()
+        out.seek(0)
+        err.seek(0)
+        return rc, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+
+
+def cli(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "nl2code", *args]

@@ -15,7 +15,8 @@ from nl2code_lsp.text import Target, indent_block
 
 
 def char_index(line: str, column: int, codec: PositionCodec) -> int:
-    """The index into line of a client column (clamped to the line's end)."""
+    """The index into line of a client column: clamped to the line's end, and moved to the
+    end of a character the column falls inside (a surrogate pair, a multi-byte sequence)."""
     units = 0
     for i, ch in enumerate(line):
         if units >= column:
@@ -33,9 +34,11 @@ def placement(target: Target, position: types.Position, codec: PositionCodec) ->
     line = target.line_text
     eol = types.Position(position.line, codec.client_num_units(line))
     if target.after_comment:
-        start = position if position.character <= eol.character else eol
-        rest = line[char_index(line, start.character, codec):]
-        return types.Range(start, eol), rest + "\n"
+        # the range starts on a character boundary: a column inside a surrogate pair or a
+        # multi-byte character would make the edit split that character
+        at = char_index(line, position.character, codec)
+        start = types.Position(position.line, codec.client_num_units(line[:at]))
+        return types.Range(start, eol), line[at:] + "\n"
     return types.Range(types.Position(position.line, 0), eol), ""
 
 

@@ -1,7 +1,8 @@
 """ModelHost: the Generator behind the server, loaded in the background and kept warm.
 
-Two single-thread executors keep slow work off the event loop: one loads (and warms up)
-the model, one runs generation. One generation thread is enough (the Generator serialises
+Slow work stays off the event loop. Each load (and warm-up) runs on a thread of its own,
+so a load that never returns (a model folder on a hung network mount) or fails cannot hold
+up the next one: switching modelPath always starts a fresh load. One thread runs generation. One generation thread is enough (the Generator serialises
 calls with a lock anyway) and it lets a request that was cancelled or superseded while
 queued be skipped instead of computed. Results are cached by (intent, language, settings),
 so re-asking for the same comment costs nothing.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import threading
 import time
@@ -75,7 +77,6 @@ class ModelHost:
     def __init__(self, default_model: str | None = None):
         self.default_model = default_model  # from --model; settings.modelPath overrides it
         self.cache = LRUCache()
-        self._load_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nl2code-load")
         self._gen_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nl2code-gen")
         self._loading: concurrent.futures.Future | None = None
         self._loading_path: str | None = None
@@ -92,8 +93,21 @@ class ModelHost:
         if self._loading is not None and path == self._loading_path:
             return None
         self._loading_path = path
-        self._loading = self._load_pool.submit(self._load, path)
-        return self._loading
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(self._load(path))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            finally:
+                gc.collect()  # what a failed or replaced load allocated goes back now
+
+        threading.Thread(target=run, name="nl2code-load", daemon=True).start()
+        self._loading = fut
+        return fut
 
     @staticmethod
     def _load(path: str | None):
@@ -188,4 +202,3 @@ class ModelHost:
 
     def shutdown(self) -> None:
         self._gen_pool.shutdown(wait=False, cancel_futures=True)
-        self._load_pool.shutdown(wait=False, cancel_futures=True)

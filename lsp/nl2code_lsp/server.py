@@ -35,9 +35,10 @@ from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
 from nl2code.syntax import canonical_lang
 
-from nl2code_lsp import __version__, accept, convert, explain_action
+from nl2code_lsp import __version__, accept, convert, document, explain_action
 from nl2code_lsp.host import ModelHost, ModelLoadError
 from nl2code_lsp.settings import SECTION, Settings, merge, section_of
+from nl2code_lsp.tcp import serve_one_client
 from nl2code_lsp.text import LangSpec, Target, completion_target, language_for, selection_target
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,13 @@ class Nl2CodeProtocol(LanguageServerProtocol):
                 return _InvalidRequest(data["id"], exc)
             raise
 
+    def _send_response(self, msg_id, result=None, error=None):
+        """Error responses carry one line, never the server's traceback (pygls puts it in
+        error.data for an unexpected exception): the client gets a message, stderr the rest."""
+        if error is not None and isinstance(getattr(error, "data", None), dict) and "traceback" in error.data:
+            error.data = None
+        return super()._send_response(msg_id, result, error)
+
     def handle_message(self, message) -> None:
         if isinstance(message, _InvalidRequest):
             self._send_response(message.id, None, message.error.to_response_error())
@@ -103,6 +111,7 @@ class Nl2CodeServer(LanguageServer):
         self.host = ModelHost(model)
         self.started = False  # set once `initialized` arrived and loading began
         self._tasks: set[asyncio.Task] = set()
+        self.exit_code = 0  # LSP: `exit` without `shutdown` first ends the process with 1
 
     # -- settings and model --------------------------------------------------------------
 
@@ -339,7 +348,12 @@ async def cmd_generate(ls: Nl2CodeServer, *args) -> list[dict]:
 
 
 def on_initialize(ls: Nl2CodeServer, params: types.InitializeParams) -> None:
-    ls.apply_settings(params.initialization_options)
+    document.install(ls.workspace)
+    try:
+        ls.apply_settings(params.initialization_options)
+    except Exception as exc:  # bad options never fail `initialize`: defaults, and one line why
+        ls.log_to_client(f"nl2code: initializationOptions ignored: {type(exc).__name__}: {exc}",
+                         types.MessageType.Warning)
 
 
 def on_initialized(ls: Nl2CodeServer, params: types.InitializedParams) -> None:
@@ -364,11 +378,16 @@ def on_shutdown(ls: Nl2CodeServer, params: None) -> None:
     ls.host.shutdown()
 
 
+def on_exit(ls: Nl2CodeServer, params: None) -> None:
+    ls.exit_code = 0 if ls.protocol._shutdown else 1
+
+
 def build_server(model: str | None = None) -> Nl2CodeServer:
     ls = Nl2CodeServer(model)
     ls.feature(types.INITIALIZE)(on_initialize)
     ls.feature(types.INITIALIZED)(on_initialized)
     ls.feature(types.SHUTDOWN)(on_shutdown)
+    ls.feature(types.EXIT)(on_exit)
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(on_did_close)
     ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(on_did_change_configuration)
     ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))(on_completion)
@@ -446,9 +465,11 @@ def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARN
     _setup_logging(log_level)
     server = build_server(model)
     if tcp:
-        server.start_tcp(host or "127.0.0.1", int(port))
+        serve_one_client(server, host or "127.0.0.1", int(port))
     else:
         server.start_io(stdin=_ResyncingStdin(sys.stdin.buffer))
+    if server.exit_code:
+        sys.exit(server.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:

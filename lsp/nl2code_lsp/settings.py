@@ -8,6 +8,7 @@ so a typo in an editor's settings never takes the server down.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,10 @@ def _model_path(value: Any) -> str | None:
 
 def _int_in(lo: int, hi: int):
     def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a whole number")
+        if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+            raise ValueError("must be a whole number")  # 1e400 arrives as inf: int() would overflow
         if not lo <= value <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
         return int(value)
@@ -104,6 +107,6 @@ def merge(current: Settings, raw: dict[str, Any]) -> tuple[Settings, list[str]]:
             continue
         try:
             changes[name] = parse(value)
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             warnings.append(f"nl2code: setting {SECTION}.{key} {exc}; keeping {getattr(current, name)!r}")
     return dataclasses.replace(current, **changes), warnings

@@ -40,17 +40,81 @@ def language_for(language_id: str | None, enabled: tuple[str, ...]) -> LangSpec 
     return LANGUAGES.get(name) if name in enabled else None
 
 
+_CHUNK = 4096
+# The start of the line looked up last, in the text it was looked up in: (text, line, offset).
+# Typing and completing happen at the cursor, so the next lookup is on or near that line;
+# it scans on from there instead of from the top. Checked by identity: a new text (every
+# edit makes one) does not match, unless the edit remembered its own line (remember()).
+_hint: tuple[str, int, int] | None = None
+
+
+def remember(source: str, line: int, offset: int) -> None:
+    """Note that line starts at offset in source (for the next line_start on source)."""
+    global _hint
+    _hint = (source, line, offset)
+
+
+def _scan(source: str, pos: int, left: int) -> int | None:
+    """The offset after the left-th newline from pos; None if there are fewer.
+
+    Newlines are counted in C over fixed-size chunks (str.count): a million lines cost a
+    few thousand Python steps, not a million (at most distance / 4096 counts, 4096 finds).
+    """
+    n = len(source)
+    while left > 0:
+        end = min(pos + _CHUNK, n)
+        found = source.count("\n", pos, end)
+        if found < left:
+            if end >= n:
+                return None
+            left -= found
+            pos = end
+            continue
+        for _ in range(left):
+            pos = source.find("\n", pos, end) + 1
+        return pos
+    return pos
+
+
+def _scan_back(source: str, pos: int, back: int) -> int:
+    """The start of the line back lines above the line that starts at pos."""
+    end, need = pos, back + 1  # the (back+1)-th newline before pos ends the line above ours
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        found = source.count("\n", start, end)
+        if found < need:
+            need -= found
+            end = start
+            continue
+        for _ in range(need):
+            end = source.rfind("\n", start, end)
+        return end + 1
+    return 0
+
+
+def line_start(source: str, line: int) -> int | None:
+    """The offset at which line (0-based) begins; None past the document's last line."""
+    hint = _hint
+    if hint is not None and hint[0] is source and hint[1] <= line:
+        pos = _scan(source, hint[2], line - hint[1])
+    elif hint is not None and hint[0] is source and hint[1] - line <= line:
+        pos = _scan_back(source, hint[2], hint[1] - line)
+    else:
+        pos = _scan(source, 0, line)
+    if pos is not None:
+        remember(source, line, pos)
+    return pos
+
+
 def lines_around(source: str, line: int, before: int = 1, after: int = 1) -> tuple[int, list[str]]:
     """(first line number, the lines from line-before to line+after) without terminators.
 
     Lines past the end of the document are simply missing from the list.
     """
     first = max(0, line - before)
-    pos = 0
-    for _ in range(first):
-        pos = source.find("\n", pos) + 1
-        if pos == 0:
-            return first, []
+    pos = line_start(source, first)
+    if pos is None:
+        return first, []
     out: list[str] = []
     for _ in range(line + after - first + 1):
         end = source.find("\n", pos)

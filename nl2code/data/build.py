@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nl2code import safefs
 from nl2code.data import readers
 from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
 from nl2code.paths import data_root
+from nl2code.validate import guard_problem, source_problem
 
 KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
 _RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval"}
@@ -70,19 +72,23 @@ def _expand(value: str, root: Path) -> Path:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
+    if not os.path.lexists(path):
+        raise DataError(f"recipe not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"recipe not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(safefs.read_text(path, 16 << 20, DataError, "recipe"))
+    except tomllib.TOMLDecodeError as exc:
         raise DataError(f"recipe {path} is not valid TOML: {exc}") from None
     unknown = set(raw) - _RECIPE_KEYS
     if unknown:
         raise DataError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_RECIPE_KEYS)}")
+    _check_recipe_values(raw, path)
     for i, entry in enumerate(raw.get("leak_guard", [])):
         bad = set(entry) - _GUARD_KEYS if isinstance(entry, dict) else {"(not a table)"}
         if bad:
             raise DataError(f"{path}: leak_guard[{i}] has unknown key(s) {sorted(bad)}")
+        problem = guard_problem(entry)
+        if problem:
+            raise DataError(f"{path}: leak_guard[{i}] {problem}")
     root_text = raw.get("data_root", "")
     root = _expand(root_text, path.parent) if root_text and "$" not in root_text else None
     if root_text.startswith("$") and not os.environ.get(root_text.strip("${}")):
@@ -91,11 +97,19 @@ def load_recipe(path: str | Path) -> Recipe:
     sources = []
     fields_ok = set(Source.__dataclass_fields__)
     for i, s in enumerate(raw.get("source", [])):
+        if not isinstance(s, dict):
+            raise DataError(f"{path}: source[{i}] must be a table ([[source]])")
         unknown = set(s) - fields_ok
         if unknown:
             raise DataError(f"{path}: source[{i}] has unknown key(s) {sorted(unknown)}")
         if "name" not in s or s.get("kind") not in KINDS:
             raise DataError(f"{path}: source[{i}] needs a name and a kind from {KINDS}")
+        problem = source_problem(s)
+        if problem:
+            raise DataError(f"{path}: source[{i}] ({s.get('name')!r}) {problem}")
+        if any(s["name"] == other.name for other in sources):
+            raise DataError(f"{path}: source[{i}]: the name {s['name']!r} is used by another source; "
+                            f"names must be unique (they key weights and statistics)")
         sources.append(Source(**s))
     if not sources:
         raise DataError(f"{path}: the recipe names no [[source]]")
@@ -104,6 +118,15 @@ def load_recipe(path: str | Path) -> Recipe:
     if retrieval is not None and (not isinstance(retrieval, list) or not all(isinstance(x, str) for x in retrieval)):
         raise DataError(f"{path}: retrieval must be a list of source names")
     return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval)
+
+
+def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
+    """The recipe's top-level values have the types they are used as."""
+    for key, kind, what in (("name", str, "text"), ("data_root", str, "text"), ("dedup_near", bool, "true or false"),
+                            ("source", list, "a list of [[source]] tables"),
+                            ("leak_guard", list, "a list of [[leak_guard]] tables")):
+        if key in raw and not isinstance(raw[key], kind):
+            raise DataError(f"{path}: {key} = {raw[key]!r} must be {what}")
 
 
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
@@ -334,10 +357,12 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
                 per_source[src.name][f"train_{variant}"] = n
     out.mkdir(parents=True, exist_ok=True)
     for name, items in (("train", train), ("dev", dev)):
+        # a fresh temporary file (a link planted at its name is removed, never followed),
+        # renamed over the final name (which replaces a link there instead of writing through it)
         tmp = out / f".{name}.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with safefs.create_new(tmp, DataError, replace_temp=True) as fh:
             for ex in items:
-                fh.write(ex.to_json() + "\n")
+                fh.write((ex.to_json() + "\n").encode("utf-8"))
         tmp.replace(out / f"{name}.jsonl")
     by_tag = Counter(e.source for e in train)
     stats = {
@@ -361,7 +386,8 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         progress("retrieval index and API table")
     stats["retrieval"] = _write_index(recipe, train, out)
     stats["api_versions"] = _write_api_table(train, out)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    safefs.write_atomic(out / "stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+                        DataError)
     return stats
 
 

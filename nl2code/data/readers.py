@@ -22,6 +22,7 @@ from nl2code.syntax import ALIASES
 from nl2code.tokenizer import LANGUAGES
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
+MAX_JSON_FILE_BYTES = 256_000_000  # a CoNaLa JSON file is parsed whole: bounded before reading
 
 
 def _open(path: Path):
@@ -44,11 +45,26 @@ def _open(path: Path):
     return os.fdopen(fd, "rb")
 
 
+def _bounded_lines(fh, limit: int) -> Iterator[bytes | None]:
+    """The file's lines, or None for a line longer than limit bytes: such a line is skipped
+    in chunks, never held whole (a 4 GB file without a newline costs one chunk of memory)."""
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
+            raw = fh.readline(1 << 20)
+        yield None
+
+
 def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
     """Yield (line number, text) with None for lines that are undecodable or too long."""
     with _open(path) as fh:
-        for n, raw in enumerate(fh, 1):
-            if len(raw) > MAX_LINE_BYTES:
+        for n, raw in enumerate(_bounded_lines(fh, MAX_LINE_BYTES), 1):
+            if raw is None or len(raw) > MAX_LINE_BYTES:
                 report.drop("line too long", f"{path}:{n}")
                 yield n, None
                 continue
@@ -62,7 +78,9 @@ def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
 def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[Example]:
     """CoNaLa JSON array: rewritten_intent (falling back to intent) -> snippet."""
     with _open(Path(path)) as fh:
-        raw = fh.read()
+        raw = fh.read(MAX_JSON_FILE_BYTES + 1)
+    if len(raw) > MAX_JSON_FILE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_JSON_FILE_BYTES:,} bytes; split it or convert it to JSON lines")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # ValueError: also an integer of > 4300 digits
