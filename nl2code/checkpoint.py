@@ -218,14 +218,29 @@ def allowed_weight_dtypes(cfg: ModelConfig) -> set[str]:
     return allowed
 
 
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every weight's shape for this config, computed on the meta device (no memory)."""
-    import torch
+MAX_PARAMETERS = 400_000_000  # 1.6 GB of float32: far above any model nl2code trains
 
+
+def estimated_parameters(cfg: ModelConfig) -> int:
+    """An upper-bound estimate of a config's parameter count, from the sizes alone."""
+    d, ff, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
+    if cfg.arch == "rnn":
+        h = max(cfg.rnn_hidden, d)
+        return 2 * v * d + cfg.rnn_layers * 24 * h * h + 4 * h * h
+    return v * d + cfg.max_len * d + cfg.n_enc_layer * (4 * d * d + 2 * d * ff + 9 * d) + \
+        cfg.n_dec_layer * (8 * d * d + 2 * d * ff + 14 * d)
+
+
+def expected_shapes(cfg: ModelConfig, model=None) -> dict[str, tuple[int, ...]]:
+    """Every weight's shape for this config. A config too large to build is refused before
+    anything is allocated; the model built to read the shapes is the one loaded later."""
     from nl2code.model import build_model
 
-    with torch.device("meta"):
-        model = build_model(cfg)
+    n = estimated_parameters(cfg)
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"the config describes a model of about {n:,} parameters "
+                              f"(the limit is {MAX_PARAMETERS:,}): refused before building it")
+    model = model if model is not None else build_model(cfg)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -303,7 +318,10 @@ def load_model(path: str | Path, verify_hashes: bool = True):
     tok = Tokenizer(blobs.pop(TOKENIZER))
     if tok.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tok.vocab_size} pieces, config says {cfg.vocab_size}")
-    expected, allowed = expected_shapes(cfg), allowed_weight_dtypes(cfg)
+    if estimated_parameters(cfg) > MAX_PARAMETERS:
+        expected_shapes(cfg)  # raises
+    model = build_model(cfg)  # (the meta device would cost ~1.3 s of lazy imports at first use)
+    expected, allowed = expected_shapes(cfg, model), allowed_weight_dtypes(cfg)
     data = blobs.pop(WEIGHTS)
     _check_header(_safetensors_header(data, path / WEIGHTS), expected, allowed, path / WEIGHTS)
     try:
@@ -320,7 +338,6 @@ def load_model(path: str | Path, verify_hashes: bool = True):
 
     if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
         state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-    model = build_model(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

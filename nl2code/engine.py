@@ -96,7 +96,7 @@ class Generator:
         gen = cls(runner, cfg, tok, meta, path, precision=precision)
         from nl2code.augment import Augmenter
 
-        gen.augment = Augmenter(path, tok, model, cfg.max_len)
+        gen.augment = Augmenter(path, tok, model, cfg.max_len, precision)
         return gen
 
     def rerank_for(self, lang: str) -> RerankConfig:
