@@ -253,6 +253,11 @@ def fast_generate(argv: list[str]) -> int | None:
 
 def entry() -> None:
     """The `nl2code` command: the fast path when it applies, else the full CLI."""
+    if sys.stdout is None or sys.stdin is None or sys.stderr is None:
+        from nl2code.cli import entry as full  # a closed stream: the full CLI says so in one line
+
+        full()
+        return
     try:
         code = fast_generate(sys.argv[1:])
     except KeyboardInterrupt:

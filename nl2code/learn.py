@@ -156,7 +156,7 @@ def learn(cfg: LearnConfig, records, log: Callable[[str], None] = lambda msg: No
         tcfg = TrainConfig(corpus=str(mix), out=str(work / "run"), init_from=str(base), lr=cfg.lr,
                            warmup_steps=cfg.warmup_steps, max_steps=cfg.steps, eval_every=cfg.steps,
                            batch_tokens=cfg.batch_tokens, dev_bleu_examples=0, seed=cfg.seed,
-                           threads=cfg.threads, log_every=max(1, cfg.steps // 10), save_every_minutes=1e9)
+                           threads=cfg.threads, log_every=max(1, cfg.steps // 10), save_every_minutes=1e6)
         candidate_dir = train(tcfg, ModelConfig(), log=train_log)
         log("scoring the current and the fine-tuned model on the dev sets")
         before_gen = Generator.from_checkpoint(base)

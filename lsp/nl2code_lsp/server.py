@@ -375,11 +375,15 @@ def on_did_close(ls: Nl2CodeServer, params: types.DidCloseTextDocumentParams) ->
 
 
 def on_shutdown(ls: Nl2CodeServer, params: None) -> None:
+    ls.shutdown_received = True
     ls.host.shutdown()
 
 
 def on_exit(ls: Nl2CodeServer, params: None) -> None:
-    ls.exit_code = 0 if ls.protocol._shutdown else 1
+    # our own flag: the protocol's may not be set yet when a client sends shutdown and exit
+    # back to back (VS Code does), and exit 1 after a clean stop reads as a crash there
+    done = getattr(ls, "shutdown_received", False) or getattr(ls.protocol, "_shutdown", False)
+    ls.exit_code = 0 if done else 1
 
 
 def build_server(model: str | None = None) -> Nl2CodeServer:
