@@ -17,13 +17,12 @@ block or `>>>` lines) and the block's statements:
 from __future__ import annotations
 
 import ast
-import os
 import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from nl2code.data.records import Example, Report
+from nl2code.data.records import Example, Report, read_page
 
 MAX_FILE_BYTES = 2_000_000
 MAX_LINES = 8
@@ -52,13 +51,9 @@ def clean_prose(text: str) -> str:
 
 
 def _compiles(code: str) -> bool:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ast.parse(code)
-        return True
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
+    from nl2code.data.readers import _python_ok
+
+    return _python_ok(code)
 
 
 def clean_code(lines: list[str]) -> str | None:
@@ -176,16 +171,8 @@ def read_pydoc(root: Path, report: Report, source: str = "pydoc") -> Iterator[Ex
     for page in files:
         if "whatsnew" in page.parts or "changelog" in page.name:
             continue  # release notes describe changes, not tasks
-        try:
-            if os.path.getsize(page) > MAX_FILE_BYTES:
-                report.drop("documentation page too large", str(page))
-                continue
-            text = page.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            report.drop("undecodable bytes", str(page))
-            continue
-        except OSError as exc:
-            report.drop(f"unreadable documentation page ({exc.strerror})", str(page))
+        text = read_page(page, MAX_FILE_BYTES, report, "documentation page")
+        if text is None:
             continue
         for prose, block in parse_rst(text):
             intent = clean_prose(prose)

@@ -51,3 +51,20 @@ def read_jsonl(path: str | Path) -> list[Example]:
                 d = json.loads(line)
                 out.append(Example(d["intent"], d["code"], d["lang"], d.get("source", "")))
     return out
+
+
+def read_page(path: Path, max_bytes: int, report: Report, what: str) -> str | None:
+    """A small text file (a tldr or documentation page), or None with the drop reported:
+    too large, undecodable or unreadable."""
+    import os
+
+    try:
+        if os.path.getsize(path) > max_bytes:
+            report.drop(f"{what} too large", str(path))
+            return None
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        report.drop("undecodable bytes", str(path))
+    except OSError as exc:
+        report.drop(f"unreadable {what} ({exc.strerror})", str(path))
+    return None

@@ -16,12 +16,11 @@ A page is Markdown: `# name`, `> ` lines about the command, then examples, each 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from nl2code.data.records import Example, Report
+from nl2code.data.records import Example, Report, read_page
 
 MAX_PAGE_BYTES = 200_000
 
@@ -100,16 +99,8 @@ def read_tldr(root: Path, report: Report, source: str = "tldr") -> Iterator[Exam
         raise DataError(f"tldr pages folder not found: {root}")
     pages = sorted(p for p in root.rglob("*.md") if p.is_file() and not p.is_symlink())
     for page in pages:
-        try:
-            if os.path.getsize(page) > MAX_PAGE_BYTES:
-                report.drop("tldr page too large", str(page))
-                continue
-            text = page.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            report.drop("undecodable bytes", str(page))
-            continue
-        except OSError as exc:
-            report.drop(f"unreadable tldr page ({exc.strerror})", str(page))
+        text = read_page(page, MAX_PAGE_BYTES, report, "tldr page")
+        if text is None:
             continue
         for desc, raw in parse_page(text):
             intent = clean_description(desc)
