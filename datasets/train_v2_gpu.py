@@ -184,15 +184,22 @@ def export(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", required=True)
-    ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer", default="")
+    ap.add_argument("--out", default="")
     ap.add_argument("--minutes", type=float, default=7.0)
     ap.add_argument("--jobs", default="fwd,rev,s256,s512")
     ap.add_argument("--export", default="")
     ap.add_argument("--grace", type=float, default=100, help="seconds past --minutes before jobs are killed")
     ap.add_argument("--tiny", action="store_true", help="a tiny shape, for a quick check of the script")
+    ap.add_argument("--subset", default="", help="only write the fine-tuning subset of --corpus to this folder")
     ap.add_argument("--job", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.subset:
+        out = finetune_corpus(Path(args.corpus), Path(args.subset))
+        print(f"{out}: {json.loads((out / 'stats.json').read_text())['train']} pairs")
+        return
+    if not args.tokenizer or not args.out:
+        ap.error("--tokenizer and --out are needed (except with --subset)")
     args.tokenizer = str(Path(args.tokenizer).resolve())
     if args.job:
         job_main(args.job, args)
