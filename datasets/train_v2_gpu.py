@@ -215,12 +215,13 @@ def main() -> None:
         Path(args.tokenizer).parent.mkdir(parents=True, exist_ok=True)
         tok.save(Path(args.tokenizer))
         print(f"tokenizer: {tok.vocab_size} pieces in {time.time() - t0:.0f} s", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     procs = {}
     for job in args.jobs.split(","):
-        cmd = [sys.executable, __file__, "--job", job] + [a for a in sys.argv[1:]]
-        procs[job] = subprocess.Popen(cmd, stdout=open(Path(args.out) / f"{job}.out", "w"), stderr=subprocess.STDOUT,
-                                      env={**os.environ, "OMP_NUM_THREADS": "2"}) if Path(args.out).mkdir(
-            parents=True, exist_ok=True) is None else None
+        cmd = [sys.executable, __file__, "--job", job, *sys.argv[1:]]
+        log = open(Path(args.out) / f"{job}.out", "w")
+        procs[job] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "OMP_NUM_THREADS": "2"})
     deadline = time.time() + args.minutes * 60 + args.grace
     for job, p in procs.items():
         try:

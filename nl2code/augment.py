@@ -104,25 +104,13 @@ class Augmenter:
 
     def forced_logprobs(self, src_ids: list[int], canon_codes: list[str]) -> list[tuple[float, int]]:
         """(sum log P(code | intent), tokens incl. EOS) for each code, teacher-forced."""
-        import torch
-        import torch.nn.functional as F
-
-        from nl2code.tokenizer import BOS, EOS, PAD
+        from nl2code.explain import teacher_forced_logprobs
+        from nl2code.tokenizer import EOS
 
         if not canon_codes:
             return []
         tgts = [(self.tok.encode(c) + [EOS])[: self.max_len - 1] for c in canon_codes]
-        T = max(len(t) for t in tgts)
-        tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
-        tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
-        for i, t in enumerate(tgts):
-            tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
-            tout[i, : len(t)] = torch.tensor(t)
-        src = torch.tensor([src_ids] * len(tgts))
-        with torch.inference_mode():
-            logits = self.module(src, src != PAD, tin).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), tout, ignore_index=PAD, reduction="none").sum(1)
-        return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
+        return teacher_forced_logprobs(self.module, [src_ids] * len(tgts), tgts)
 
     # -- reverse model and API check ----------------------------------------------------------
     def reconstruction(self, canon_intent: str, canon_codes: list[str], lang: str) -> list[float] | None:

@@ -231,17 +231,52 @@ def estimated_parameters(cfg: ModelConfig) -> int:
         cfg.n_dec_layer * (8 * d * d + 2 * d * ff + 14 * d)
 
 
-def expected_shapes(cfg: ModelConfig, model=None) -> dict[str, tuple[int, ...]]:
-    """Every weight's shape for this config. A config too large to build is refused before
-    anything is allocated; the model built to read the shapes is the one loaded later."""
+def _build_checked(cfg: ModelConfig):
+    """The model for a config, refused before anything is allocated when it is too large.
+    (Not on PyTorch's meta device: that costs ~1.3 s of lazy imports at first use.)"""
     from nl2code.model import build_model
 
     n = estimated_parameters(cfg)
     if n > MAX_PARAMETERS:
         raise CheckpointError(f"the config describes a model of about {n:,} parameters "
                               f"(the limit is {MAX_PARAMETERS:,}): refused before building it")
-    model = model if model is not None else build_model(cfg)
+    return build_model(cfg)
+
+
+def expected_shapes(cfg: ModelConfig, model=None) -> dict[str, tuple[int, ...]]:
+    """Every weight's shape for this config (read off `model`, else a checked build)."""
+    model = model if model is not None else _build_checked(cfg)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def model_from_weights(cfg: ModelConfig, data: bytes, where: Path):
+    """Build the config's model and load safetensors bytes into it, in eval mode.
+
+    The header's names, dtypes and shapes are checked against the config before a tensor
+    is read, then every tensor (dtype, shape, finite); float16 weights are upcast."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    model = _build_checked(cfg)
+    expected, allowed = expected_shapes(cfg, model), allowed_weight_dtypes(cfg)
+    _check_header(_safetensors_header(data, where), expected, allowed, where)
+    try:
+        state = load_safetensors(data)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{where} is not valid safetensors: {exc}") from None
+    try:
+        for name, tensor in state.items():
+            _check_tensor(name, tensor, expected[name], allowed)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
+        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where} does not fit its config: {str(exc).splitlines()[0]}") from None
+    return model.eval()
 
 
 def _safetensors_header(data: bytes, where: Path) -> dict[str, Any]:
@@ -296,14 +331,10 @@ def _check_tensor(name: str, tensor, expected_shape: tuple[int, ...], allowed_dt
 def load_model(path: str | Path, verify_hashes: bool = True):
     """-> (model in eval mode, ModelConfig, Tokenizer, meta).
 
-    Order: manifest, sizes, hashes, config bounds, the weights' header against the config;
-    only then are tensors read and the model built, so a hostile folder fails before any
-    large allocation.
+    Order: manifest, sizes, hashes, config bounds (the model's size estimate before it is
+    built), the weights' header against the config; only then are tensors read, so a
+    hostile folder fails before any large allocation.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_safetensors
-
-    from nl2code.model import build_model
     from nl2code.tokenizer import Tokenizer
 
     path = Path(path)
@@ -318,32 +349,7 @@ def load_model(path: str | Path, verify_hashes: bool = True):
     tok = Tokenizer(blobs.pop(TOKENIZER))
     if tok.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tok.vocab_size} pieces, config says {cfg.vocab_size}")
-    if estimated_parameters(cfg) > MAX_PARAMETERS:
-        expected_shapes(cfg)  # raises
-    model = build_model(cfg)  # (the meta device would cost ~1.3 s of lazy imports at first use)
-    expected, allowed = expected_shapes(cfg, model), allowed_weight_dtypes(cfg)
-    data = blobs.pop(WEIGHTS)
-    _check_header(_safetensors_header(data, path / WEIGHTS), expected, allowed, path / WEIGHTS)
-    try:
-        state = load_safetensors(data)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path / WEIGHTS} is not valid safetensors: {exc}") from None
-    del data
-    try:
-        for name, tensor in state.items():
-            _check_tensor(name, tensor, expected[name], allowed)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path / WEIGHTS}: {exc}") from None
-    import torch
-
-    if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
-        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{path / WEIGHTS} does not fit its config: {first}") from None
-    model.eval()
+    model = model_from_weights(cfg, blobs.pop(WEIGHTS), path / WEIGHTS)
     return model, cfg, tok, meta
 
 
@@ -370,12 +376,7 @@ def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half:
     if explain is not None:
         from nl2code import explain as explain_mod
 
-        tmp_tok = Path(tempfile.mkdtemp())
-        try:
-            tok.save(tmp_tok / TOKENIZER)
-            extra.update(explain_mod.attach(tmp_tok, Path(explain)))
-        finally:
-            shutil.rmtree(tmp_tok, ignore_errors=True)
+        extra.update(explain_mod.attach(tok.proto, Path(explain)))
     if corpus is not None:
         for name in ("index.sqlite", "api.json"):
             f = Path(corpus) / name

@@ -128,23 +128,24 @@ class Generator:
         cfg = self._decode_config(n, config)
         prepared = []
         for intent in intents:
-            canon, slot_list = slots.canonicalize(clean_intent(intent))
+            text = clean_intent(intent)
+            canon, slot_list = slots.canonicalize(text)
             src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
-            prepared.append((canon, slot_list, src))
+            prepared.append((text, canon, slot_list, src))
         cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
         # int8 kernels quantise a matmul's input with one scale for all its rows, so rows of
         # other intents would nudge an intent's answer: int8 decodes one intent at a time
         groups = [prepared] if self.precision != "int8" else [[p] for p in prepared]
         hyps = []
         for group in groups:
-            S = max(len(p[2]) for p in group)
+            S = max(len(p[3]) for p in group)
             src = torch.full((len(group), S), PAD, dtype=torch.long)
-            for i, (_, _, ids) in enumerate(group):
+            for i, (_, _, _, ids) in enumerate(group):
                 src[i, : len(ids)] = torch.tensor(ids)
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg)
         results = []
-        for raw_intent, (canon, slot_list, src_ids), hs in zip(intents, prepared, hyps):
+        for (text, canon, slot_list, src_ids), hs in zip(prepared, hyps):
             wanted = {s.placeholder for s in slot_list}
             cands: list[Candidate] = []
             seen: set[str] = set()
@@ -166,7 +167,7 @@ class Generator:
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
             if self.augment is not None:
                 with self._lock:
-                    self._augment(clean_intent(raw_intent), canon, src_ids, lang, cands, seen, wanted, slot_list)
+                    self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list)
             # at most n: parsing candidates best first, then (keep_unparsed) the others
             ranked = rerank(cands)
             if keep_unparsed:

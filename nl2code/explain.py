@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nl2code.config import DecodeConfig, ModelConfig, from_dict
+from nl2code.config import DecodeConfig, to_dict
 from nl2code.errors import CheckpointError, UsageError
 
 EXPLAIN_WEIGHTS = "explain.safetensors"
@@ -27,83 +27,72 @@ def has_explainer(folder: Path) -> bool:
     return (Path(folder) / EXPLAIN_WEIGHTS).is_file() and (Path(folder) / EXPLAIN_CONFIG).is_file()
 
 
-def attach(folder: Path, src_model_folder: Path) -> dict[str, bytes]:
-    """The files that carry the reverse model at src_model_folder into another folder.
-
-    Its tokenizer must be the main model's (the reverse model was trained from it)."""
+def attach(main_tokenizer: bytes, src_model_folder: Path) -> dict[str, bytes]:
+    """The files that carry the reverse model at src_model_folder into a model folder whose
+    tokenizer is main_tokenizer (the reverse model must use it: train it from the main model)."""
     import torch
     from safetensors.torch import save
 
     from nl2code.checkpoint import load_model
 
     model, cfg, tok, meta = load_model(src_model_folder)
-    main_tok = (Path(folder) / "tokenizer.model").read_bytes()
-    if tok.proto != main_tok:
+    if tok.proto != main_tokenizer:
         raise UsageError(f"{src_model_folder}: its tokenizer is not the main model's; train it with "
                          "init_from the main model or tokenizer = its tokenizer.model")
     if meta.get("task") != "explain":
         raise UsageError(f"{src_model_folder} is not a reverse (task = \"explain\") model")
     state = {k: v.detach().to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
              for k, v in model.state_dict().items()}
-    config = {"model": {**cfg.__dict__, "weights_dtype": "float16"},
+    config = {"model": {**to_dict(cfg), "weights_dtype": "float16"},
               "meta": {k: meta[k] for k in ("task", "step", "dev_bleu", "corpus_size") if k in meta}}
     return {EXPLAIN_WEIGHTS: save(state), EXPLAIN_CONFIG: json.dumps(config, indent=2).encode()}
+
+
+def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]) -> list[tuple[float, int]]:
+    """(sum log P(tgt | src), len(tgt)) for each pair, one batched forward pass of a
+    training-form model. Targets end with EOS."""
+    import torch
+    import torch.nn.functional as F
+
+    from nl2code.tokenizer import BOS, PAD
+
+    S, T = max(len(s) for s in srcs), max(len(t) for t in tgts)
+    src = torch.full((len(srcs), S), PAD, dtype=torch.long)
+    tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
+    tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
+    for i, (s, t) in enumerate(zip(srcs, tgts)):
+        src[i, : len(s)] = torch.tensor(s)
+        tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
+        tout[i, : len(t)] = torch.tensor(t)
+    with torch.inference_mode():
+        logits = module(src, src != PAD, tin).float()
+        nll = F.cross_entropy(logits.transpose(1, 2), tout, ignore_index=PAD, reduction="none").sum(1)
+    return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
 
 
 class Explainer:
     """The reverse model, loaded from a verified model folder (the caller verified it)."""
 
     def __init__(self, folder: Path, tokenizer):
-        import torch
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from nl2code.model import build_model
+        from nl2code.checkpoint import _parse_config, _read_member, model_from_weights
 
         folder = Path(folder)
-        try:
-            raw = json.loads((folder / EXPLAIN_CONFIG).read_text(encoding="utf-8"))
-            cfg = from_dict(ModelConfig, raw["model"])
-        except (OSError, ValueError, KeyError, TypeError, UsageError) as exc:
-            raise CheckpointError(f"{folder / EXPLAIN_CONFIG} is not a valid reverse-model config: {exc}") from None
+        cfg, _ = _parse_config(_read_member(folder, EXPLAIN_CONFIG), folder / EXPLAIN_CONFIG)
         if cfg.vocab_size != tokenizer.vocab_size:
             raise CheckpointError(f"{folder / EXPLAIN_CONFIG}: vocabulary {cfg.vocab_size} is not the tokenizer's")
-        try:
-            state = load_file(str(folder / EXPLAIN_WEIGHTS))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{folder / EXPLAIN_WEIGHTS} is not valid safetensors: {exc}") from None
-        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-        model = build_model(cfg)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{folder / EXPLAIN_WEIGHTS} does not fit its config: "
-                                  f"{str(exc).splitlines()[0]}") from None
-        model.eval()
-        self.model, self.cfg, self.tok = model, cfg, tokenizer
+        self.model = model_from_weights(cfg, _read_member(folder, EXPLAIN_WEIGHTS), folder / EXPLAIN_WEIGHTS)
+        self.cfg, self.tok = cfg, tokenizer
 
     def scores(self, intent_canon: str, codes_canon: list[str], lang: str) -> list[float]:
         """log P(intent | code) per intent token, for each code (same order)."""
-        import torch
-        import torch.nn.functional as F
-
-        from nl2code.tokenizer import BOS, EOS, PAD
+        from nl2code.tokenizer import EOS
 
         if not codes_canon:
             return []
         L = self.cfg.max_len
         tgt = (self.tok.encode(intent_canon) + [EOS])[: L - 1]
         srcs = [self.tok.encode_source(c[:MAX_CODE_CHARS], lang)[:L] for c in codes_canon]
-        S = max(len(s) for s in srcs)
-        src = torch.full((len(srcs), S), PAD, dtype=torch.long)
-        for i, s in enumerate(srcs):
-            src[i, : len(s)] = torch.tensor(s)
-        tin = torch.tensor([[BOS] + tgt[:-1]] * len(srcs))
-        tout = torch.tensor([tgt] * len(srcs))
-        with torch.inference_mode():
-            logits = self.model(src, src != PAD, tin).float()
-            lp = -F.cross_entropy(logits.transpose(1, 2), tout, reduction="none").sum(1)
-        return (lp / len(tgt)).tolist()
+        return [lp / n for lp, n in teacher_forced_logprobs(self.model, srcs, [tgt] * len(srcs))]
 
     def explain(self, code: str, lang: str, n: int = 1, beam: int = 5) -> list[str]:
         """Intents for code, best first (slot placeholders restored to the code's values)."""
