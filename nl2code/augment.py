@@ -14,7 +14,6 @@ them generates as before.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 
@@ -88,17 +87,11 @@ class Augmenter:
         index = self.index
         if index is None or k < 1:
             return []
+        from nl2code.context import adapt
+
         out = []
         for hit in index.search(intent, lang, k):
-            _, canon_r, slots_r = slots.canonicalize_pair(hit.intent, hit.code)
-            if slots_r and len(slots_r) == len(slot_list):
-                # the pair's values, in order, become the user's values
-                renamed = [dataclasses.replace(mine, placeholder=theirs.placeholder)
-                           for theirs, mine in zip(slots_r, slot_list)]
-                code = slots.restore(canon_r, renamed, lang).strip("\n")
-            else:
-                code = hit.code.strip("\n")
-            _, canon, _ = slots.canonicalize_pair(intent, code)
+            code, canon = adapt(intent, slot_list, hit, lang)
             out.append((code, canon, hit.similarity, hit))
         return out
 

@@ -26,6 +26,10 @@ class ModelConfig:
     # how the weights are stored on disk: float32, or float16 (half the size; upcast to
     # float32 when loaded, so inference runs as before)
     weights_dtype: Literal["float32", "float16"] = "float32"
+    # retrieval-augmented input: the slot-adapted code of the context_k nearest training
+    # pairs follows the intent in the encoder input, each cut to context_tokens pieces
+    context_k: int = 0
+    context_tokens: int = 48
     # rnn baseline only
     rnn_hidden: int = 256
     rnn_layers: int = 2
@@ -54,6 +58,9 @@ class TrainConfig:
     max_tgt_len: int = 160
     source_weights: dict[str, float] = field(default_factory=dict)
     init_from: str = ""  # model folder to fine-tune from (weights + tokenizer reused)
+    # retrieved snippets in the encoder input (sets the model's context_k; -1: keep the
+    # model's own). The corpus needs them: python -m nl2code.context --corpus ... --out ...
+    context_k: int = -1
     log_every: int = 50
     tokenizer: str = ""  # an existing tokenizer.model to use instead of training one
     task: Literal["code", "explain"] = "code"  # explain: the reverse model, code -> intent

@@ -131,7 +131,8 @@ class Generator:
             text = clean_intent(intent)
             canon, slot_list = slots.canonicalize(text)
             src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
-            prepared.append((text, canon, slot_list, src))
+            src, retrieved = self._with_context(text, slot_list, lang, src)
+            prepared.append((text, canon, slot_list, src, retrieved))
         cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
         # int8 kernels quantise a matmul's input with one scale for all its rows, so rows of
         # other intents would nudge an intent's answer: int8 decodes one intent at a time
@@ -140,12 +141,12 @@ class Generator:
         for group in groups:
             S = max(len(p[3]) for p in group)
             src = torch.full((len(group), S), PAD, dtype=torch.long)
-            for i, (_, _, _, ids) in enumerate(group):
+            for i, (_, _, _, ids, _) in enumerate(group):
                 src[i, : len(ids)] = torch.tensor(ids)
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg)
         results = []
-        for (text, canon, slot_list, src_ids), hs in zip(prepared, hyps):
+        for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps):
             wanted = {s.placeholder for s in slot_list}
             cands: list[Candidate] = []
             seen: set[str] = set()
@@ -167,7 +168,7 @@ class Generator:
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
             if self.augment is not None:
                 with self._lock:
-                    self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list)
+                    self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
             # at most n: parsing candidates best first, then (keep_unparsed) the others
             ranked = rerank(cands)
             if keep_unparsed:
@@ -181,10 +182,27 @@ class Generator:
             results.append(ranked)
         return results
 
-    def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list) -> None:
+    def _with_context(self, text, slot_list, lang, src) -> tuple[list[int], list | None]:
+        """A model trained with retrieved context (context_k > 0) gets the nearest pairs'
+        code behind the intent (nl2code.context); the pairs are also candidates later."""
+        k = self.model_cfg.context_k
+        if not k or self.augment is None or self.augment.index is None:
+            return src, None
+        from nl2code.context import source_ids
+
+        with self._lock:
+            retrieved = self.augment.retrieved(text, slot_list, lang)
+        context = list(dict.fromkeys(r[1] for r in retrieved))
+        room = self.model_cfg.max_len - k * (self.model_cfg.context_tokens + 1)
+        return source_ids(self.tok, src[: max(room, 2)], context, lang, k, self.model_cfg.context_tokens,
+                          self.model_cfg.max_len), retrieved
+
+    def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved=None) -> None:
         """Add retrieved candidates; score every parsing candidate's reconstruction and API use."""
         aug = self.augment
-        new = [r for r in aug.retrieved(intent, slot_list, lang) if r[0] not in seen]
+        if retrieved is None:
+            retrieved = aug.retrieved(intent, slot_list, lang)
+        new = [r for r in retrieved if r[0] not in seen]
         forced = aug.forced_logprobs(src_ids, [r[1] for r in new])
         for (code, canon_code, sim, _), (lp, n) in zip(new, forced):
             seen.add(code)

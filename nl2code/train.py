@@ -47,21 +47,23 @@ _POOL_STATE: tuple | None = None  # (tokenizer, config) inherited by forked enco
 
 
 def _encode_chunk(chunk: list[Example]) -> list[Encoded]:
-    tok, cfg = _POOL_STATE
-    return _encode_serial(chunk, tok, cfg)
+    tok, cfg, model_cfg = _POOL_STATE
+    return _encode_serial(chunk, tok, cfg, model_cfg)
 
 
-def encode_examples(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -> list[Encoded]:
-    """Encode a corpus; large ones in forked worker processes (same result, in order)."""
+def encode_examples(examples: list[Example], tok: Tokenizer, cfg: TrainConfig,
+                    model_cfg: ModelConfig | None = None) -> list[Encoded]:
+    """Encode a corpus; large ones in forked worker processes (same result, in order).
+    model_cfg.context_k > 0: each example's retrieved context joins its source."""
     global _POOL_STATE
     workers = min(os.cpu_count() or 1, 16)
     if len(examples) < 50_000 or workers < 4 or "fork" not in __import__("multiprocessing").get_all_start_methods():
-        return _encode_serial(examples, tok, cfg)
+        return _encode_serial(examples, tok, cfg, model_cfg)
     import multiprocessing
 
     size = -(-len(examples) // (workers * 4))
     chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
-    _POOL_STATE = (tok, cfg)
+    _POOL_STATE = (tok, cfg, model_cfg)
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             parts = pool.map(_encode_chunk, chunks)
@@ -70,18 +72,24 @@ def encode_examples(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -
     return [e for part in parts for e in part]
 
 
-def _encode_serial(examples: list[Example], tok: Tokenizer, cfg: TrainConfig) -> list[Encoded]:
+def _encode_serial(examples: list[Example], tok: Tokenizer, cfg: TrainConfig,
+                   model_cfg: ModelConfig | None = None) -> list[Encoded]:
     """task "code": intent -> code; task "explain" (the reverse model): code -> intent.
 
     Both sides are slot-canonical, so the reverse model scores (intent, code) pairs in the
     same form the forward model produced them."""
+    from nl2code.context import source_ids
+
     out = []
     explain = cfg.task == "explain"
+    k = model_cfg.context_k if model_cfg is not None and not explain else 0
     for ex in examples:
         intent, code, _ = slots.canonicalize_pair(ex.intent, ex.code)
         if explain:
             intent, code = code, intent
         src = tok.encode_source(intent, ex.lang)[: cfg.max_src_len]
+        if k:
+            src = source_ids(tok, src, list(ex.context), ex.lang, k, model_cfg.context_tokens, model_cfg.max_len)
         tgt = tok.encode(code) + [EOS]
         if len(tgt) > cfg.max_tgt_len or len(tgt) < 2:
             continue  # cut code would teach the model to stop mid-statement
@@ -310,11 +318,16 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable
     model.train()
     # checkpoints of a run are float32 (resume must be exact); `model package --half` halves
     model_cfg = replace(model_cfg, weights_dtype="float32")
+    if cfg.context_k >= 0 and cfg.task != "explain" and not resume:
+        model_cfg = replace(model_cfg, context_k=cfg.context_k)
+    if model_cfg.context_k and cfg.task != "explain" and not any(e.context for e in train_ex):
+        raise DataError(f"{cfg.corpus}: the model takes retrieved context (context_k = {model_cfg.context_k}) "
+                        "but the corpus has none: python -m nl2code.context --corpus ... --out ...")
     # the model has positions for max_len tokens: longer sources are cut, longer targets skipped
     lengths = replace(cfg, max_src_len=min(cfg.max_src_len, model_cfg.max_len),
                       max_tgt_len=min(cfg.max_tgt_len, model_cfg.max_len))
-    train_data = encode_examples(train_ex, tok, lengths)
-    dev_data = encode_examples(dev_ex, tok, lengths)
+    train_data = encode_examples(train_ex, tok, lengths, model_cfg)
+    dev_data = encode_examples(dev_ex, tok, lengths, model_cfg)
     if not train_data:
         raise DataError(f"{cfg.corpus}: no usable training examples")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)

@@ -79,6 +79,8 @@ MODEL_RULES = {
     "max_len": _int(2, 65_536),
     "rnn_hidden": _int(1, 16_384),
     "rnn_layers": _int(1, 16),
+    "context_k": _int(0, 8),
+    "context_tokens": _int(1, 1024),
 }
 
 TRAIN_RULES = {
@@ -103,6 +105,7 @@ TRAIN_RULES = {
     "max_tgt_len": _int(2, 65_536),
     "source_weights": _weights,
     "init_from": _str,
+    "context_k": _int(-1, 8),
     "log_every": _int(1, 1_000_000_000),
 }
 

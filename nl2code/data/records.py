@@ -18,9 +18,17 @@ class Example:
     code: str
     lang: str
     source: str
+    # slot-canonical code of the nearest other training pairs (retrieval-augmented input,
+    # nl2code.context); empty in corpora written by `nl2code data build`
+    context: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        d = asdict(self)
+        if not self.context:
+            del d["context"]
+        else:
+            d["context"] = list(self.context)
+        return json.dumps(d, ensure_ascii=False)
 
 
 @dataclass
@@ -49,7 +57,10 @@ def read_jsonl(path: str | Path) -> list[Example]:
         for line in fh:
             if line.strip():
                 d = json.loads(line)
-                out.append(Example(d["intent"], d["code"], d["lang"], d.get("source", "")))
+                ctx = d.get("context") or ()
+                if not isinstance(ctx, list) or not all(isinstance(c, str) for c in ctx):
+                    ctx = ()
+                out.append(Example(d["intent"], d["code"], d["lang"], d.get("source", ""), tuple(ctx)))
     return out
 
 
