@@ -66,7 +66,9 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
         tout[i, : len(t)] = torch.tensor(t)
     with torch.inference_mode():
         logits = module(src, src != PAD, tin).float()
-        nll = F.cross_entropy(logits.transpose(1, 2), tout, ignore_index=PAD, reduction="none").sum(1)
+        # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
+                              reduction="none").view(tout.shape).sum(1)
     return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
 
 
