@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N of each set (a quick check)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/rerank_fit.json"))
     ap.add_argument("--markdown", default="")
+    ap.add_argument("--also-weights", default="", help="JSON {lang: weights} (e.g. another model's meta "
+                    "rerank): one more row with these weights, not fitted here")
     ap.add_argument("--cache", default="", help="pickle of the collected candidates: written, or read if it exists")
     args = ap.parse_args()
 
@@ -223,6 +225,12 @@ def fit(args, data, model_path, leaked, t0):
     row("+ reconstruction feature", both(lambda c: replace(off, w_reconstruction=c.w_reconstruction)), False)
     row("+ API check", both(lambda c: replace(off, w_api=c.w_api)), False)
     row("all (weights fitted per language)", fitted, True)
+    if getattr(args, "also_weights", ""):
+        from nl2code.config import from_dict
+
+        given = json.loads(Path(args.also_weights).read_text())
+        row(f"all, weights of {Path(args.also_weights).name} (not fitted here)",
+            {lang: from_dict(RerankConfig, given[lang]) for lang in ("python", "bash")}, True)
     best_cfg = fitted
     result = {"model": model_path, "seconds": round(time.time() - t0), "leaked_exec_cases": sorted(leaked),
               "best": {lang: asdict(c) for lang, c in best_cfg.items()}, "rows": rows}
