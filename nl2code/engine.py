@@ -3,9 +3,12 @@
     intent -> slots.canonicalize -> tokenizer -> model.encode -> decode (beam/greedy/sample)
            -> detokenise -> slots.restore -> syntax.check -> rerank -> [Candidate]
 
-Every front door (CLI, language server, eval) calls this and nothing else. Same input and
-model give the same output; calls are serialised with a lock, so one Generator can be
-shared by the language server's worker threads.
+Two verbs, each with a batch form: candidates() is every scored candidate, parsing or not,
+with the model's own top-1 (eval, --explain, rerank fitting); generate() is what a user is
+shown: up to n that parse, best first, or NoParseableCandidate. The engine owns the n -> beam
+rule (decode_config). Every front door (CLI, language server, server, eval) calls these and
+nothing else. Same input and model give the same output; calls are serialised with a lock,
+so one Generator can be shared by the language server's worker threads.
 """
 
 from __future__ import annotations
@@ -79,10 +82,14 @@ class Candidates:
         own = [c for c in self.ranked if not c.features.get("repaired")]
         return max(own, key=lambda c: c.features["norm_logprob"], default=None)
 
-    def best(self, n: int, raise_empty: bool = True) -> list[Candidate]:
-        """Up to n parsing candidates, best first; NoParseableCandidate when none parses."""
-        out = self.parsing[:n]
-        if not out and raise_empty:
+    def best(self, n: int) -> list[Candidate]:
+        """Up to n parsing candidates, best first ([] when none parses)."""
+        return self.parsing[:n]
+
+    def answer(self, n: int) -> list[Candidate]:
+        """best(n), or NoParseableCandidate when none parses: what generate() returns."""
+        out = self.best(n)
+        if not out:
             raise NoParseableCandidate(f"no parseable {self.lang} candidate among {len(self.ranked)} for this "
                                        f"intent; try rephrasing it or a larger --beam")
         return out
@@ -158,12 +165,12 @@ class Generator:
     def generate(self, intent: str, lang: str = "python", n: int = 5, beam: int | None = None,
                  config: DecodeConfig | None = None) -> list[Candidate]:
         """Up to n candidates that parse, best first. Raises NoParseableCandidate if none."""
-        return self.candidates_batch([intent], lang, beam, config, n=n)[0].best(n)
+        return self.candidates_batch([intent], lang, beam, config, n=n)[0].answer(n)
 
     def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5, beam: int | None = None,
                        config: DecodeConfig | None = None) -> list[list[Candidate]]:
         """generate() for several intents at once; an intent with nothing that parses gets []."""
-        return [c.best(n, raise_empty=False) for c in self.candidates_batch(intents, lang, beam, config, n=n)]
+        return [c.best(n) for c in self.candidates_batch(intents, lang, beam, config, n=n)]
 
     def candidates_batch(self, intents: list[str], lang: str = "python", beam: int | None = None,
                          config: DecodeConfig | None = None, n: int = 1) -> list[Candidates]:

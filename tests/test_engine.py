@@ -150,7 +150,8 @@ def test_no_parseable_candidate(gen, monkeypatch):
     assert not any(c.parses for c in every.ranked) and every.parsing == []
     assert every.top1.code == "def (:"  # the model's own best, parsing or not
     with pytest.raises(NoParseableCandidate, match="among 2"):
-        every.best(3)
+        every.answer(3)
+    assert every.best(3) == []
     # the batch form reports "nothing" per intent without raising
     assert gen.generate_batch(["a", "b"]) == [[], []]
     assert [c.parsing for c in gen.candidates_batch(["a", "b"])] == [[], []]

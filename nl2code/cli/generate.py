@@ -103,7 +103,7 @@ def generate(
             width = gen.decode_config(num, beam).beam_size
             every = gen.candidates(text, lang_c, beam=width)
             _explain(every.ranked[:width], lang_c)
-            cands = every.best(num)
+            cands = every.answer(num)
         else:
             cands = gen.generate(text, lang_c, n=num, beam=beam)
     except NoParseableCandidate as exc:
@@ -246,7 +246,7 @@ def _batch_group(gen, lines: list[str], lang: str, num: int, beam: int, no_log: 
             rec = _record(line, lang, gen, [], errors[i])
         else:
             try:
-                cands = answers[i].best(num)
+                cands = answers[i].answer(num)
                 _warn_danger(cands)
                 rec = _record(line, lang, gen, cands, None)
                 _log_generation(no_log, line, lang, gen, cands, seconds, None)
