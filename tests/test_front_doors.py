@@ -170,3 +170,42 @@ def test_single_answer_into_closed_pipe(tiny_model):
                           stderr=subprocess.PIPE, text=True, env=env(), timeout=120)
     os.close(write_end)
     assert proc.stderr == "" and proc.returncode == 141
+
+
+# --- A3: the model card and the training log live in the library -------------------------------
+
+def test_model_info_is_the_library_card(tiny_model, monkeypatch):
+    from nl2code.card import model_card
+    from nl2code.engine import Generator
+
+    monkeypatch.setenv("NL2CODE_PRECISION", "float32")
+    cli = CliRunner().invoke(app, ["model", "info", "-m", str(tiny_model), "--json"])
+    assert cli.exit_code == 0, cli.stderr
+    card = model_card(tiny_model)
+    assert json.loads(cli.stdout) == card
+    info = Generator.from_checkpoint(tiny_model).info()
+    shared = set(card) - {"size_bytes", "sha256"}
+    assert {k: info[k] for k in shared} == {k: card[k] for k in shared}
+    assert info["precision"] == card["precision"] == "float32"
+
+
+def test_training_log_is_written_by_the_library_on_rank_0_only(tmp_path):
+    from nl2code.train import run_log
+
+    printed = []
+    run_log(tmp_path / "r0", 0, printed.append)({"event": "step", "step": 1})
+    run_log(tmp_path / "r1", 1, printed.append)({"event": "step", "step": 1})
+    assert printed == [{"event": "step", "step": 1}] * 2  # every rank may print
+    assert (tmp_path / "r0" / "log.jsonl").read_text() == '{"event": "step", "step": 1}\n'
+    assert not (tmp_path / "r1").exists()  # other ranks never write the shared file
+
+
+def test_train_without_the_cli_writes_its_log(tmp_path):
+    from conftest import tiny_configs, write_toy_corpus
+    from nl2code.train import train
+
+    corpus = write_toy_corpus(tmp_path / "corpus", copies=2)
+    tcfg, mcfg = tiny_configs(corpus, tmp_path / "run", max_steps=4, log_every=1, eval_every=4)
+    train(tcfg, mcfg)  # no log callback: the file is still written
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "step" for e in events)
