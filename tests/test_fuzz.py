@@ -169,5 +169,5 @@ def test_real_cli_nasty_input(tiny_model, name):
     records = [json.loads(line) for line in proc.stdout.decode("utf-8").split("\n") if line]
     check_candidates(records, "python")
     if batch:
-        assert len(records) == 3
-        assert [bool(r["candidates"]) for r in records] == [False, True, False]
+        assert len(records) == 4  # one record per input line, the empty one included
+        assert [bool(r["candidates"]) for r in records] == [False, False, True, False]
