@@ -32,13 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def collect(gen, items: list[tuple[str, str]]) -> list[list[dict]]:
     """[(intent, lang)] -> per intent, every parsing candidate {code, features}."""
-    from nl2code.config import DecodeConfig
-
-    beam5 = DecodeConfig(strategy="beam", beam_size=5, n_best=5)
     out = []
     for intent, lang in items:
-        try:  # beam 5 as shipped; n=32 keeps every candidate (beam, repairs, retrieved)
-            cands = gen.generate_batch([intent], lang, n=32, config=beam5, raise_empty=False)[0]
+        try:  # beam 5 as shipped; every candidate (beam, repairs, retrieved)
+            cands = gen.candidates(intent, lang, beam=5).ranked
         except Exception as exc:  # an intent the engine refuses (too long, ...): no answer
             print(f"  skipped {intent[:50]!r}: {exc}", file=sys.stderr)
             cands = []

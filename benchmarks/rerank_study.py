@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 from nl2code import metrics
-from nl2code.config import DecodeConfig
 from nl2code.engine import Generator
 from nl2code.rerank import RerankConfig, score
 
@@ -38,11 +37,9 @@ def main() -> None:
     args = ap.parse_args()
     gen = Generator.from_checkpoint(args.model)
     dev = conala_dev(args.conala)
-    cfg = DecodeConfig(strategy="beam", beam_size=args.beam, n_best=args.beam)
     pools = []
     for intent, _ in dev:
-        pools.append(gen.generate_batch([intent], "python", n=4 * args.beam, config=cfg,
-                                        keep_unparsed=True, raise_empty=False)[0])
+        pools.append(gen.candidates(intent, "python", beam=args.beam).ranked[: 4 * args.beam])
     refs = [ref for _, ref in dev]
     base = RerankConfig()
     settings = {

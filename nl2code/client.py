@@ -211,7 +211,7 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
         opts["num"], opts["beam"] = int(opts["num"]), int(opts["beam"])
     except (TypeError, ValueError):
         return None
-    if not (1 <= opts["num"] <= 20 and 1 <= opts["beam"] <= 32 and opts["num"] <= opts["beam"]):
+    if not (1 <= opts["num"] <= 20 and 1 <= opts["beam"] <= 32):  # the engine widens the beam to num
         return None
     opts["intent"] = intent
     return opts
@@ -264,7 +264,11 @@ def entry() -> None:
         sys.stderr.write("nl2code: error: interrupted\n")
         sys.exit(130)
     if code is not None:
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away: end quietly, as the full CLI does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         sys.exit(code)
     from nl2code.cli import entry as full
 

@@ -3,9 +3,12 @@
     intent -> slots.canonicalize -> tokenizer -> model.encode -> decode (beam/greedy/sample)
            -> detokenise -> slots.restore -> syntax.check -> rerank -> [Candidate]
 
-Every front door (CLI, language server, eval) calls this and nothing else. Same input and
-model give the same output; calls are serialised with a lock, so one Generator can be
-shared by the language server's worker threads.
+Two verbs, each with a batch form: candidates() is every scored candidate, parsing or not,
+with the model's own top-1 (eval, --explain, rerank fitting); generate() is what a user is
+shown: up to n that parse, best first, or NoParseableCandidate. The engine owns the n -> beam
+rule (decode_config). Every front door (CLI, language server, server, eval) calls these and
+nothing else. Same input and model give the same output; calls are serialised with a lock,
+so one Generator can be shared by the language server's worker threads.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
 from nl2code.syntax import canonical_lang
 
 MAX_INTENT_CHARS = 10_000
+BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_width)
+DEFAULT_BEAM = 5  # beam width when a caller names none (widened to n: Generator.decode_config)
 
 
 def clean_intent(intent: str) -> str:
@@ -56,6 +61,38 @@ def _fitted_rerank(meta: dict[str, Any]) -> dict[str, RerankConfig]:
         except (UsageError, TypeError) as exc:
             raise CheckpointError(f"the model's rerank weights for {lang} are invalid: {exc}") from None
     return out
+
+
+@dataclasses.dataclass
+class Candidates:
+    """Every scored candidate for one intent (Generator.candidates)."""
+
+    intent: str  # the intent as cleaned (clean_intent)
+    lang: str
+    ranked: list[Candidate]  # parsing candidates best first, then the others
+
+    @property
+    def parsing(self) -> list[Candidate]:
+        return [c for c in self.ranked if c.parses]
+
+    @property
+    def top1(self) -> Candidate | None:
+        """The model's own top-1: the best length-normalised log-probability, before the
+        parse filter and reranking (repaired variants are not the model's)."""
+        own = [c for c in self.ranked if not c.features.get("repaired")]
+        return max(own, key=lambda c: c.features["norm_logprob"], default=None)
+
+    def best(self, n: int) -> list[Candidate]:
+        """Up to n parsing candidates, best first ([] when none parses)."""
+        return self.parsing[:n]
+
+    def answer(self, n: int) -> list[Candidate]:
+        """best(n), or NoParseableCandidate when none parses: what generate() returns."""
+        out = self.best(n)
+        if not out:
+            raise NoParseableCandidate(f"no parseable {self.lang} candidate among {len(self.ranked)} for this "
+                                       f"intent; try rephrasing it or a larger --beam")
+        return out
 
 
 class Generator:
@@ -102,30 +139,53 @@ class Generator:
     def rerank_for(self, lang: str) -> RerankConfig:
         return self.rerank_cfgs.get(lang, self.rerank_cfg)
 
-    def _decode_config(self, n: int, config: DecodeConfig | None) -> DecodeConfig:
+    @property
+    def batch_width(self) -> int:
+        """How many intents candidates_batch decodes together: int8 decodes one at a time
+        (see candidates_batch), float32 a group."""
+        return 1 if self.precision == "int8" else BATCH_WIDTH
+
+    def decode_config(self, n: int = 1, beam: int | None = None,
+                      config: DecodeConfig | None = None) -> DecodeConfig:
+        """The one n -> beam rule: a beam at least as wide as the answers wanted (beam None:
+        DEFAULT_BEAM), every hypothesis kept. An explicit config (greedy, sampling ...) is
+        used as given."""
+        if n < 1:
+            raise UsageError("n must be at least 1")
         if config is None:
-            config = DecodeConfig(strategy="beam", beam_size=max(5, n), n_best=max(5, n))
+            width = max(beam or DEFAULT_BEAM, n)
+            config = DecodeConfig(strategy="beam", beam_size=width, n_best=width)
         return config.validate()
 
-    def generate(self, intent: str, lang: str = "python", n: int = 5,
-                 config: DecodeConfig | None = None, keep_unparsed: bool = False) -> list[Candidate]:
-        """Up to n candidates that parse, best first. Raises NoParseableCandidate if none."""
-        return self.generate_batch([intent], lang, n, config, keep_unparsed)[0]
+    def candidates(self, intent: str, lang: str = "python", beam: int | None = None,
+                   config: DecodeConfig | None = None) -> Candidates:
+        """Every scored candidate for an intent, parsing or not, and the model's own top-1."""
+        return self.candidates_batch([intent], lang, beam, config)[0]
 
-    def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5,
-                       config: DecodeConfig | None = None, keep_unparsed: bool = False,
-                       raise_empty: bool = True) -> list[list[Candidate]]:
+    def generate(self, intent: str, lang: str = "python", n: int = 5, beam: int | None = None,
+                 config: DecodeConfig | None = None) -> list[Candidate]:
+        """Up to n candidates that parse, best first. Raises NoParseableCandidate if none."""
+        return self.candidates_batch([intent], lang, beam, config, n=n)[0].answer(n)
+
+    def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5, beam: int | None = None,
+                       config: DecodeConfig | None = None) -> list[list[Candidate]]:
+        """generate() for several intents at once; an intent with nothing that parses gets []."""
+        return [c.best(n) for c in self.candidates_batch(intents, lang, beam, config, n=n)]
+
+    def candidates_batch(self, intents: list[str], lang: str = "python", beam: int | None = None,
+                         config: DecodeConfig | None = None, n: int = 1) -> list[Candidates]:
+        """candidates() for several intents, decoded together where that gives the same
+        answers (float32); n only widens the beam (decode_config). A bad intent or language
+        raises UsageError before anything is decoded."""
         import torch
 
         from nl2code.decode import decode
         from nl2code.tokenizer import PAD
 
-        if n < 1:
-            raise UsageError("n must be at least 1")
         lang = canonical_lang(lang)
         if lang not in self.languages:
             raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(self.languages)}")
-        cfg = self._decode_config(n, config)
+        cfg = self.decode_config(n, beam, config)
         prepared = []
         for intent in intents:
             text = clean_intent(intent)
@@ -139,48 +199,44 @@ class Generator:
         groups = [prepared] if self.precision != "int8" else [[p] for p in prepared]
         hyps = []
         for group in groups:
+            if not group:
+                continue
             S = max(len(p[3]) for p in group)
             src = torch.full((len(group), S), PAD, dtype=torch.long)
             for i, (_, _, _, ids, _) in enumerate(group):
                 src[i, : len(ids)] = torch.tensor(ids)
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg)
-        results = []
-        for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps):
-            wanted = {s.placeholder for s in slot_list}
-            cands: list[Candidate] = []
-            seen: set[str] = set()
-            for h in hs:
-                canon_code = self.tok.decode(h.ids)
-                code = slots.restore(canon_code, slot_list, lang).strip("\n")
-                if code in seen:
-                    continue
-                seen.add(code)
-                f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, code, lang)
-                f["finished"] = h.finished
-                f["repaired"] = False
-                if not h.finished or slots.placeholders_in(code):
-                    # cut at max_len, or an internal placeholder the intent had no value
-                    # for (`str_0`): never offered
-                    f["parses"] = False
-                cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
-                if h.finished and not f["parses"] and lang == "python":
-                    cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
-            if self.augment is not None:
-                with self._lock:
-                    self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
-            # at most n: parsing candidates best first, then (keep_unparsed) the others
-            ranked = rerank(cands)
-            if keep_unparsed:
-                ranked += [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
-            ranked = ranked[:n]
-            if raise_empty and not any(c.parses for c in ranked):
-                raise NoParseableCandidate(
-                    f"no parseable {lang} candidate among {len(cands)} for this intent; "
-                    f"try rephrasing it or a larger --beam",
-                ) if len(intents) == 1 else NoParseableCandidate("no parseable candidate")
-            results.append(ranked)
-        return results
+        return [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved)
+                for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
+
+    def _score(self, text, canon, slot_list, src_ids, lang, hs, retrieved=None) -> Candidates:
+        """Hypotheses -> scored candidates (repairs and retrieved ones added), ranked."""
+        wanted = {s.placeholder for s in slot_list}
+        cands: list[Candidate] = []
+        seen: set[str] = set()
+        for h in hs:
+            canon_code = self.tok.decode(h.ids)
+            code = slots.restore(canon_code, slot_list, lang).strip("\n")
+            if code in seen:
+                continue
+            seen.add(code)
+            f = features(canon_code, len(h.ids), h.logprob, h.score, wanted, code, lang)
+            f["finished"] = h.finished
+            f["repaired"] = False
+            if not h.finished or slots.placeholders_in(code):
+                # cut at max_len, or an internal placeholder the intent had no value
+                # for (`str_0`): never offered
+                f["parses"] = False
+            cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
+            if h.finished and not f["parses"] and lang == "python":
+                cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
+        if self.augment is not None:
+            with self._lock:
+                self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
+        # parsing candidates best first, then the others
+        ranked = rerank(cands) + [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
+        return Candidates(text, lang, ranked)
 
     def _with_context(self, text, slot_list, lang, src) -> tuple[list[int], list | None]:
         """A model trained with retrieved context (context_k > 0) gets the nearest pairs'
@@ -254,10 +310,12 @@ class Generator:
         return (clean or texts)[:n]
 
     def info(self) -> dict[str, Any]:
-        c = self.model_cfg
+        """The model card (nl2code.card) of the loaded model, with its parameter count, the
+        precision it runs at, its optional parts and all its metadata."""
+        from nl2code.card import card
+
         module = getattr(self.model, "model", self.model)  # the inference form keeps its module
         n_params = sum(p.numel() for p in module.parameters())
-        return {"path": str(self.path), "arch": c.arch, "parameters": n_params, "precision": self.precision,
-                "d_model": c.d_model, "layers": [c.n_enc_layer, c.n_dec_layer],
-                "vocab_size": c.vocab_size, "languages": self.languages,
+        return {**card(self.path, self.model_cfg, self.meta, self.precision), "parameters": n_params,
+                "languages": self.languages,
                 "parts": self.augment.parts() if self.augment is not None else {}, "meta": self.meta}

@@ -104,20 +104,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
               progress: Callable[[], None] | None = None) -> list[Row]:
-    from nl2code.config import DecodeConfig
-
-    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
     rows = []
     for ex in data:
         t = time.perf_counter()
-        # every candidate (repairs included), so the plain top-1 below is the model's own
-        cands = gen.generate_batch([ex.intent], lang, n=4 * beam, config=cfg, keep_unparsed=True,
-                                   raise_empty=False)[0]
+        # every candidate (repairs included), and the model's own top-1 for the plain score
+        every = gen.candidates(ex.intent, lang, beam=beam)
         ms = (time.perf_counter() - t) * 1000
-        parsing = [c for c in cands if c.parses]
-        by_model = sorted((c for c in cands if not c.features.get("repaired")),
-                          key=lambda c: -c.features["norm_logprob"])
-        plain = by_model[0] if by_model else None
+        cands, parsing, plain = every.ranked, every.parsing, every.top1
         shown = [{"code": c.code, "parses": c.parses, "score": round(c.score, 4),
                   "repaired": bool(c.features.get("repaired")),
                   "coverage": round(c.features.get("coverage", 1.0), 3)} for c in cands[:KEEP_CANDIDATES]]

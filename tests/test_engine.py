@@ -144,16 +144,55 @@ def test_no_parseable_candidate(gen, monkeypatch):
         gen.generate("define a function")
     assert "no parseable python candidate" in str(exc.value)
     assert exc.value.exit_code == 1
-    with pytest.raises(NoParseableCandidate):  # keep_unparsed alone still reports "none parse"
-        gen.generate("define a function", keep_unparsed=True)
-    # the batch API can hand back the unparsed candidates, marked, without raising
-    [cands] = gen.generate_batch(["define a function"], keep_unparsed=True, raise_empty=False)
-    assert [c.code for c in cands] == ["def (:", "def (:def (:"]
-    assert not any(c.parses for c in cands)
-    # the batch API can report "nothing" without raising
-    assert gen.generate_batch(["a", "b"], raise_empty=False) == [[], []]
-    with pytest.raises(NoParseableCandidate):
-        gen.generate_batch(["a", "b"])
+    # candidates() hands back every candidate, unparsed ones marked, without raising
+    every = gen.candidates("define a function")
+    assert [c.code for c in every.ranked] == ["def (:", "def (:def (:"]
+    assert not any(c.parses for c in every.ranked) and every.parsing == []
+    assert every.top1.code == "def (:"  # the model's own best, parsing or not
+    with pytest.raises(NoParseableCandidate, match="among 2"):
+        every.answer(3)
+    assert every.best(3) == []
+    # the batch form reports "nothing" per intent without raising
+    assert gen.generate_batch(["a", "b"]) == [[], []]
+    assert [c.parsing for c in gen.candidates_batch(["a", "b"])] == [[], []]
+
+
+def test_candidates_and_generate_agree(gen):
+    """generate = the parsing candidates of candidates(), cut to n; top1 = best model score."""
+    for intent, lang in [("sort list `xs` in descending order", "python"),
+                         ("list all files in the current directory", "bash")]:
+        every = gen.candidates(intent, lang)
+        assert every.lang == lang and every.intent == intent
+        assert [c.code for c in gen.generate(intent, lang, n=3)] == [c.code for c in every.parsing[:3]]
+        unparsed_seen = False
+        for c in every.ranked:  # parsing ones first, then the rest
+            unparsed_seen |= not c.parses
+            assert c.parses is False or not unparsed_seen
+        own = [c for c in every.ranked if not c.features.get("repaired")]
+        assert every.top1.features["norm_logprob"] == max(c.features["norm_logprob"] for c in own)
+
+
+def test_one_beam_rule(gen):
+    """The engine owns n -> beam: at least DEFAULT_BEAM (or the beam asked for), at least n."""
+    from nl2code.engine import DEFAULT_BEAM
+
+    assert gen.decode_config().beam_size == DEFAULT_BEAM
+    assert gen.decode_config(n=7).beam_size == 7 and gen.decode_config(n=7).n_best == 7
+    assert gen.decode_config(n=2, beam=3).beam_size == 3
+    assert gen.decode_config(n=9, beam=3).beam_size == 9
+    greedy = DecodeConfig(strategy="greedy", n_best=1)
+    assert gen.decode_config(n=4, config=greedy).strategy == "greedy"
+    with pytest.raises(UsageError):
+        gen.decode_config(n=0)
+    # the width the rule picks is what decode gets
+    seen = []
+    real = decode_mod.decode
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(decode_mod, "decode", lambda m, s, k, cfg: seen.append(cfg.beam_size) or real(m, s, k, cfg))
+        gen.generate("reverse list `xs`", n=2, beam=3)
+        gen.generate("reverse list `xs`", n=8, beam=3)
+        gen.candidates("reverse list `xs`", beam=4)
+    assert seen == [3, 8, 4]
 
 
 def test_python2_print_is_not_offered(gen, monkeypatch):

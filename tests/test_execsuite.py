@@ -235,7 +235,7 @@ class FakeGenerator:
     def __init__(self, answers: dict):
         self.answers = answers
 
-    def generate(self, intent, lang, n=5):
+    def generate(self, intent, lang, n=5, beam=None):
         if not self.answers[intent]:
             raise NoParseableCandidate("none")
         return [type("Cand", (), {"code": c})() for c in self.answers[intent]][:n]

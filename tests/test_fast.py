@@ -175,7 +175,7 @@ def test_batch_equals_one_at_a_time(tiny_model, precision):
     """float32 decodes a batch together (ragged sources, grouped memory); int8 one by one."""
     gen = Generator.from_checkpoint(tiny_model, precision=precision)
     intents = [i for i, _, lang in TOY if lang == "python"][:5] + ["make a web server"]
-    batch = gen.generate_batch(intents, "python", n=3, raise_empty=False)
+    batch = gen.generate_batch(intents, "python", n=3)
     for intent, cands in zip(intents, batch):
-        single = gen.generate_batch([intent], "python", n=3, raise_empty=False)[0]
+        single = gen.generate_batch([intent], "python", n=3)[0]
         assert [(c.code, round(c.score, 4)) for c in cands] == [(c.code, round(c.score, 4)) for c in single]

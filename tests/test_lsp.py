@@ -141,7 +141,6 @@ def test_settings_merge():
     assert (s.n, s.beam, s.enabled_languages) == (2, Settings().beam, ("bash",))
     assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert section_of({"nl2code": {"n": 1}}) == {"n": 1} and section_of(None) is None
-    assert s.decode_config().validate().beam_size == 5
 
 
 class BlockingGenerator:
@@ -152,7 +151,7 @@ class BlockingGenerator:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def generate(self, intent, lang, n, config):
+    def generate(self, intent, lang, n, beam):
         self.calls.append(intent)
         self.started.set()
         self.release.wait(10)

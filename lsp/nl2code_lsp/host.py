@@ -188,7 +188,7 @@ class ModelHost:
             return hit
         started = time.perf_counter()
         try:
-            cands = gen.generate(intent, lang, n=settings.n, config=settings.decode_config())
+            cands = gen.generate(intent, lang, n=settings.n, beam=settings.beam)
         except NoParseableCandidate:
             cands = []
         self.cache.put(key, cands)

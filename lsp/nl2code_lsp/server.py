@@ -25,11 +25,8 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
-from pygls.exceptions import (
-    JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcServerNotInitialized,
-)
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
 
 from nl2code.engine import clean_intent
 from nl2code.errors import UsageError
@@ -37,6 +34,7 @@ from nl2code.syntax import canonical_lang
 
 from nl2code_lsp import __version__, accept, convert, document, explain_action
 from nl2code_lsp.host import ModelHost, ModelLoadError
+from nl2code_lsp.pygls_fixes import Nl2CodeProtocol, QuietExpectedErrors, ResyncingStdin
 from nl2code_lsp.settings import SECTION, Settings, merge, section_of
 from nl2code_lsp.tcp import serve_one_client
 from nl2code_lsp.text import LangSpec, Target, completion_target, language_for, selection_target
@@ -47,61 +45,6 @@ MODEL_WAIT_S = 60.0  # longest a request waits for the model to finish loading
 ACTION_TITLE = "nl2code: generate code from comment"
 ACTION_KIND = types.CodeActionKind.RefactorRewrite
 COMMAND = "nl2code.generate"
-
-
-class _InvalidRequest:
-    """A request whose params did not fit its method: answered with the error, not run."""
-
-    def __init__(self, msg_id, error: JsonRpcException):
-        self.id, self.error = msg_id, error
-
-
-class Nl2CodeProtocol(LanguageServerProtocol):
-    """pygls's protocol with three gaps closed (each left a client waiting forever):
-
-    - a request before `initialize` ran its handler, which failed for want of a workspace;
-      the LSP spec wants ServerNotInitialized (-32002) and other notifications than `exit`
-      dropped;
-    - a request whose params do not fit its method got no response at all (pygls raises
-      while parsing the frame); JSON-RPC wants an error response for every request, and
-      params may be omitted (an unknown method without params is MethodNotFound);
-    - a request after `shutdown` was dropped without a reply; the LSP spec wants
-      InvalidRequest (-32600).
-    """
-
-    def structure_message(self, data):
-        if isinstance(data, dict) and "jsonrpc" in data and "method" in data:
-            data.setdefault("params", None)  # pygls's fallback message types require the key
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if isinstance(data, dict) and "method" in data and data.get("id") is not None:
-                return _InvalidRequest(data["id"], exc)
-            raise
-
-    def _send_response(self, msg_id, result=None, error=None):
-        """Error responses carry one line, never the server's traceback (pygls puts it in
-        error.data for an unexpected exception): the client gets a message, stderr the rest."""
-        if error is not None and isinstance(getattr(error, "data", None), dict) and "traceback" in error.data:
-            error.data = None
-        return super()._send_response(msg_id, result, error)
-
-    def handle_message(self, message) -> None:
-        if isinstance(message, _InvalidRequest):
-            self._send_response(message.id, None, message.error.to_response_error())
-            return
-        method = getattr(message, "method", None)
-        if self._workspace is None and method is not None and method not in (types.INITIALIZE, types.EXIT):
-            if getattr(message, "id", None) is not None:
-                error = JsonRpcServerNotInitialized(f"{method}: the server has not been initialized")
-                self._send_response(message.id, None, error.to_response_error())
-            return
-        if self._shutdown and method is not None and method != types.EXIT:
-            if getattr(message, "id", None) is not None:
-                error = JsonRpcInvalidRequest(f"{method}: the server is shutting down")
-                self._send_response(message.id, None, error.to_response_error())
-            return
-        super().handle_message(message)
 
 
 class Nl2CodeServer(LanguageServer):
@@ -405,58 +348,14 @@ def build_server(model: str | None = None) -> Nl2CodeServer:
     return ls
 
 
-class _QuietExpectedErrors(logging.Filter):
-    """pygls logs a traceback with every error response; ours are deliberate (bad command
-    arguments, a model that did not load), so one line is enough."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, JsonRpcException) and not isinstance(exc, JsonRpcInternalError):
-            record.msg, record.args = f"{record.getMessage()}: {exc.message}", ()
-            record.exc_info = record.exc_text = None
-        return True
-
-
 def _setup_logging(level: str) -> None:
     """Logs go to stderr (stdout carries the protocol)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("nl2code-lsp %(levelname)s %(message)s"))
-    handler.addFilter(_QuietExpectedErrors())
+    handler.addFilter(QuietExpectedErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-class _ResyncingStdin:
-    """stdin for pygls's reader loop, which is not robust to a wrong Content-Length:
-
-    - it recognises a header only at the start of a line, so after a body that was shorter
-      or longer than announced the leftover bytes and the next header share a line and every
-      later message is lost: such a line is cut to start at its header;
-    - it reads a body with one read(n), which allocates n bytes up front, so an absurd
-      Content-Length killed the server with MemoryError: the body is read in chunks.
-    """
-
-    HEADER = b"Content-Length: "
-    CHUNK = 1 << 20
-
-    def __init__(self, raw):
-        self.raw = raw
-
-    def readline(self) -> bytes:
-        line = self.raw.readline()
-        at = line.rfind(self.HEADER)
-        return line[at:] if at > 0 else line
-
-    def read(self, n: int) -> bytes:
-        chunks = []
-        while n > 0:
-            chunk = self.raw.read(min(n, self.CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
 
 
 def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARNING") -> None:
@@ -471,7 +370,7 @@ def run(model: str | None = None, tcp: str | None = None, log_level: str = "WARN
     if tcp:
         serve_one_client(server, host or "127.0.0.1", int(port))
     else:
-        server.start_io(stdin=_ResyncingStdin(sys.stdin.buffer))
+        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))
     if server.exit_code:
         sys.exit(server.exit_code)
 

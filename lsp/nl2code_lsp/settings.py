@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nl2code.config import DecodeConfig
 from nl2code.errors import UsageError
 from nl2code.syntax import canonical_lang
 
@@ -26,10 +25,6 @@ class Settings:
     beam: int = 5  # beam size (raised to n when smaller)
     max_latency_ms: int = 3000  # longest a completion waits for generation; 0 = no limit
     enabled_languages: tuple[str, ...] = ("python", "bash")
-
-    def decode_config(self) -> DecodeConfig:
-        width = max(self.beam, self.n)
-        return DecodeConfig(strategy="beam", beam_size=width, n_best=width)
 
     def cache_key(self) -> tuple:
         return (self.model_path, self.n, self.beam)

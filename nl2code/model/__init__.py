@@ -46,11 +46,18 @@ def resolve_precision(precision: str | None = None) -> str:
     return value
 
 
+def precision_for(arch: str, precision: str | None = None) -> str:
+    """The precision a model of this architecture runs at: only the transformer has an int8
+    form; for it, resolve_precision(precision)."""
+    value = resolve_precision(precision)  # a bad value is refused for every architecture
+    return value if arch == "transformer" else "float32"
+
+
 def for_inference(model, precision: str | None = None):
-    """-> (decoding model, precision it runs at). Only the transformer has an int8 form."""
-    value = resolve_precision(precision)
+    """-> (decoding model, precision it runs at)."""
+    value = precision_for(model.cfg.arch, precision)
     if model.cfg.arch != "transformer":
-        return model, "float32"
+        return model, value
     from nl2code.model.fast import FastTransformer
 
     return FastTransformer(model, value), value

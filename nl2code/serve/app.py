@@ -142,8 +142,6 @@ def parse_generate(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
         raise ApiError(400, "n must be between 1 and 20")
     if not 1 <= req["beam"] <= 32:
         raise ApiError(400, "beam must be between 1 and 32")
-    if req["n"] > req["beam"]:
-        raise ApiError(400, f"n {req['n']} exceeds beam {req['beam']}: raise beam")
     if not re.fullmatch(r"[a-z][a-z0-9_-]{0,19}", req["source"]):
         raise ApiError(400, "source must be a short lowercase name (cli, server, ...)")
     return req
@@ -151,15 +149,13 @@ def parse_generate(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 def answer(gen, intent: str, lang: str, n: int, beam: int) -> tuple[dict[str, Any], list[dict]]:
     """The --json record for one intent, as `nl2code --json` builds it in-process."""
-    from nl2code.config import DecodeConfig
     from nl2code.engine import clean_intent
     from nl2code.syntax import canonical_lang
 
     lang = canonical_lang(lang)
     text = clean_intent(intent)
-    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
     try:
-        cands = [c.to_dict() for c in gen.generate(text, lang, n=n, config=cfg)[:n]]
+        cands = [c.to_dict() for c in gen.generate(text, lang, n=n, beam=beam)]
         err = None
     except NoParseableCandidate as exc:
         cands, err = [], str(exc)
