@@ -12,6 +12,7 @@ naive "stop once k ended" rule favours short outputs (../shared/TOOLCHAIN.md).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -35,18 +36,64 @@ def _lp(length: torch.Tensor | float, alpha: float):
     return length**alpha if alpha else 1.0
 
 
+class Deadline:
+    """A wall-clock budget for one generation, on an injectable clock (seconds, monotonic).
+
+    The beam searches until `search_over` (a share of the budget), then finishes its live
+    hypotheses greedily until `decode_over` (the budget less a reserve for checking and
+    ranking); the caller skips optional work once too little is left (`allows`).
+    """
+
+    def __init__(self, budget_ms: float, clock=time.perf_counter, search_share: float = 0.6,
+                 reserve_share: float = 0.1):
+        if not budget_ms > 0:
+            raise ValueError("a latency budget must be positive")
+        self.clock = clock
+        self.start = clock()
+        self.budget = budget_ms / 1000.0
+        self.search_share, self.reserve_share = search_share, reserve_share
+        self.notes: dict = {}  # what the budget cut: greedy_from_step, stopped_at_step, ...
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def remaining(self) -> float:
+        return self.budget - self.elapsed()
+
+    def search_over(self) -> bool:
+        return self.elapsed() >= self.search_share * self.budget
+
+    def decode_over(self) -> bool:
+        return self.remaining() <= self.reserve_share * self.budget
+
+    def allows(self, seconds: float) -> bool:
+        """Whether work expected to take `seconds` still fits before the reserve."""
+        return self.remaining() - seconds > self.reserve_share * self.budget
+
+
 @torch.inference_mode()
-def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """src: (B, S) ids, src_mask: (B, S) bool. Returns n_best hypotheses per intent."""
+def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig,
+           guides: list | None = None, deadline: Deadline | None = None) -> list[list[Hypothesis]]:
+    """src: (B, S) ids, src_mask: (B, S) bool. Returns n_best hypotheses per intent.
+
+    guides (beam only): one nl2code.viability.Guide per intent; hypotheses whose prefix
+    cannot complete are pruned, finished ones must pass guide.final_ok, and an intent with
+    no accepted hypothesis is searched once more with twice the beam. deadline: see
+    Deadline (beam: greedy finish; greedy/sample: stop at decode_over).
+    """
     cfg.validate()
     if cfg.strategy == "beam":
-        return _beam(model, src, src_mask, cfg)
+        if guides is None and deadline is None:
+            return _beam(model, src, src_mask, cfg)
+        from nl2code.guided import guided_beam
+
+        return guided_beam(model, src, src_mask, cfg, guides, deadline)
     if cfg.strategy == "greedy":
-        return _sample_or_greedy(model, src, src_mask, cfg, greedy=True)
-    return _sample_or_greedy(model, src, src_mask, cfg, greedy=False)
+        return _sample_or_greedy(model, src, src_mask, cfg, greedy=True, deadline=deadline)
+    return _sample_or_greedy(model, src, src_mask, cfg, greedy=False, deadline=deadline)
 
 
-def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
+def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool, deadline: Deadline | None = None):
     n = 1 if greedy else cfg.n_best
     B = src.shape[0]
     dev = src.device
@@ -66,6 +113,9 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     # max_len model steps, like beam search (a position past max_len may not exist in the
     # model); a hypothesis without EOS by then is cut and marked unfinished below
     for t in range(cfg.max_len):
+        if deadline is not None and t and deadline.decode_over():
+            deadline.notes["stopped_at_step"] = t
+            break
         logits, cache = model.step(tokens[:, -1:], memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)
         logp.index_fill_(1, never, NEG)
