@@ -202,6 +202,9 @@ def generate(
     explain: bool = typer.Option(False, "--explain", help="Show a table of scored candidates on stderr."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
     no_log: bool = typer.Option(False, "--no-log", help="Do not record this in the history (or NL2CODE_LOG=0)."),
+    max_latency_ms: int = typer.Option(0, "--max-latency-ms", min=0, max=3_600_000, metavar="N",
+                                       help="Answer within about N ms: the best parseable candidate found "
+                                            "by then (0: no budget; not deterministic when it bites)."),
 ):
     """Generate code for an intent."""
 
@@ -215,7 +218,9 @@ def generate(
                     raise UsageError('no intent given: nl2code "what the code should do"')
                 text = read_stdin()
             # a warm `nl2code serve` answers without this process importing torch
-            if not explain and _via_server(text, lang, num, beam, model, precision, as_json, no_log):
+            # (a server takes no budget: a budgeted request is answered in-process)
+            if not explain and not max_latency_ms and _via_server(text, lang, num, beam, model, precision,
+                                                                  as_json, no_log):
                 return
         from nl2code.config import DecodeConfig
         from nl2code.syntax import canonical_lang
@@ -224,12 +229,12 @@ def generate(
         if batch:
             if intent not in (None, "-"):
                 raise UsageError("--batch reads intents from stdin; do not pass an intent argument")
-            return _batch(read_stdin(), lang_c, num, beam, model, precision, no_log)
+            return _batch(read_stdin(), lang_c, num, beam, model, precision, no_log, max_latency_ms)
         from nl2code.engine import clean_intent
 
         text = clean_intent(text)  # before loading the model: bad input fails fast
         gen = load_generator(model, precision)
-        cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
+        cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam, max_latency_ms=max_latency_ms)
         started = time.perf_counter()
         try:
             if explain:  # every beam candidate, parsing or not: the same answer, plus the why
@@ -348,7 +353,7 @@ def _emit_json(intent, lang, gen, cands, error) -> None:
 
 
 def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], precision: Optional[str],
-           no_log: bool = False) -> None:
+           no_log: bool = False, max_latency_ms: int = 0) -> None:
     from nl2code.config import DecodeConfig
 
     # split on newlines only: str.splitlines would also split an intent at \x0c, \x1c, U+2028...
@@ -358,7 +363,7 @@ def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], pre
     gen = load_generator(model, precision)
     if lang not in gen.languages:
         raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(gen.languages)}")
-    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam)
+    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam, max_latency_ms=max_latency_ms)
     unanswered = 0
     for line in lines:
         started = time.perf_counter()

@@ -12,11 +12,11 @@ naive "stop once k ended" rule favours short outputs (../shared/TOOLCHAIN.md).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
+from nl2code.budget import Deadline
 from nl2code.config import DecodeConfig
 from nl2code.tokenizer import BOS, EOS, PAD
 
@@ -34,41 +34,6 @@ class Hypothesis:
 
 def _lp(length: torch.Tensor | float, alpha: float):
     return length**alpha if alpha else 1.0
-
-
-class Deadline:
-    """A wall-clock budget for one generation, on an injectable clock (seconds, monotonic).
-
-    The beam searches until `search_over` (a share of the budget), then finishes its live
-    hypotheses greedily until `decode_over` (the budget less a reserve for checking and
-    ranking); the caller skips optional work once too little is left (`allows`).
-    """
-
-    def __init__(self, budget_ms: float, clock=time.perf_counter, search_share: float = 0.6,
-                 reserve_share: float = 0.1):
-        if not budget_ms > 0:
-            raise ValueError("a latency budget must be positive")
-        self.clock = clock
-        self.start = clock()
-        self.budget = budget_ms / 1000.0
-        self.search_share, self.reserve_share = search_share, reserve_share
-        self.notes: dict = {}  # what the budget cut: greedy_from_step, stopped_at_step, ...
-
-    def elapsed(self) -> float:
-        return self.clock() - self.start
-
-    def remaining(self) -> float:
-        return self.budget - self.elapsed()
-
-    def search_over(self) -> bool:
-        return self.elapsed() >= self.search_share * self.budget
-
-    def decode_over(self) -> bool:
-        return self.remaining() <= self.reserve_share * self.budget
-
-    def allows(self, seconds: float) -> bool:
-        """Whether work expected to take `seconds` still fits before the reserve."""
-        return self.remaining() - seconds > self.reserve_share * self.budget
 
 
 @torch.inference_mode()

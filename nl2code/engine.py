@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 from nl2code import slots
 from nl2code.config import DecodeConfig
+from nl2code.budget import CostMeter, Deadline
 from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
@@ -73,6 +75,9 @@ class Generator:
         self._lock = threading.Lock()
         self.languages = list(meta.get("languages") or ["python", "bash"])
         self.augment = None  # retrieval, reverse model, API table: set when the folder has them
+        self.clock = time.perf_counter  # the clock of latency budgets (tests inject their own)
+        self.augment_cost = CostMeter(0.04, lambda: self.clock())  # seconds the extras take
+        self.last_deadline = None  # the last call's Deadline: what its budget cut (notes)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -115,10 +120,13 @@ class Generator:
     def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5,
                        config: DecodeConfig | None = None, keep_unparsed: bool = False,
                        raise_empty: bool = True) -> list[list[Candidate]]:
+        """config.max_latency_ms > 0: the whole call (all intents) within that budget, on
+        self.clock; the reverse-model and retrieval extras are skipped when they would not fit."""
         import torch
 
         from nl2code.decode import decode
         from nl2code.tokenizer import PAD
+        from nl2code.viability import Guide
 
         if n < 1:
             raise UsageError("n must be at least 1")
@@ -126,6 +134,8 @@ class Generator:
         if lang not in self.languages:
             raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(self.languages)}")
         cfg = self._decode_config(n, config)
+        deadline = Deadline(cfg.max_latency_ms, self.clock) if cfg.max_latency_ms else None
+        self.last_deadline = deadline
         prepared = []
         for intent in intents:
             text = clean_intent(intent)
@@ -143,8 +153,9 @@ class Generator:
             src = torch.full((len(group), S), PAD, dtype=torch.long)
             for i, (_, _, _, ids, _) in enumerate(group):
                 src[i, : len(ids)] = torch.tensor(ids)
+            guides = [Guide(lang, self.tok, p[2]) for p in group] if cfg.prune and cfg.strategy == "beam" else None
             with self._lock:
-                hyps += decode(self.model, src, src != PAD, cfg)
+                hyps += decode(self.model, src, src != PAD, cfg, guides, deadline)
         results = []
         for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps):
             wanted = {s.placeholder for s in slot_list}
@@ -166,8 +177,8 @@ class Generator:
                 cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
                 if h.finished and not f["parses"] and lang == "python":
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
-            if self.augment is not None:
-                with self._lock:
+            if self.augment is not None and (deadline is None or deadline.allows(self.augment_cost.estimate)):
+                with self._lock, self.augment_cost.measure():
                     self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
             # at most n: parsing candidates best first, then (keep_unparsed) the others
             ranked = rerank(cands)

@@ -85,12 +85,17 @@ def _search(model, src, src_mask, cfg: DecodeConfig, guides, deadline, K: int, e
     greedy = False
     cache = None
     steps = 0
+    step_cost, t0 = 0.0, None
     for t in range(L):
-        if deadline is not None and t:
-            if deadline.decode_over():
+        if deadline is not None:
+            now = deadline.clock()
+            if t0 is not None:
+                step_cost = now - t0
+            t0 = now
+            if t and deadline.decode_over(step_cost):
                 deadline.notes["stopped_at_step"] = t
                 break
-            if not greedy and deadline.search_over():
+            if t and not greedy and deadline.search_over():
                 greedy = True
                 deadline.notes["greedy_from_step"] = t
         logits, cache = model.step(last, memory, cache)
