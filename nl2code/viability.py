@@ -120,7 +120,6 @@ def advance_python(state, text: str):
 #   esc: after a backslash; comment: inside a # comment; word: the current bare word (to
 #   spot `case`); prev: the last character
 SH_START = ((), "", False, False, "", "\n")
-_WORD_START = " \t\n;|&()<>"
 
 
 def advance_bash(state, text: str):
@@ -170,7 +169,8 @@ def advance_bash(state, text: str):
         elif c == "`":
             stack = stack[:-1] if top == "`" else stack + ("`",)
         elif c == "#":
-            comment = p in _WORD_START and top != "${"
+            # a comment unless # is inside a word: generous (tree-sitter takes `{#` as one)
+            comment = top != "${" and p != "$" and not (p.isalnum() or p == "_")
         elif c == "<" and p == "<":
             return GAVE_UP  # a heredoc's body is free text
         elif c == "{" and p == "$":
