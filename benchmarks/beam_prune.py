@@ -13,8 +13,8 @@ Variants of the same warm Generator (bundled model, beam 5, one thread):
 - checks: how often pruning fires (per scanner check, per hypothesis EOS check) and what a
   check costs (scanner advance per piece, full EOS check), timed alone.
 
-    python -m benchmarks.beam_prune [--quick] [--limit N] [--rounds R] [--budget-ms N]
-        [--skip-quality] [--skip-latency] [--nl2bash PREFIX] [--json PATH]
+    python -m benchmarks.beam_prune [--quick] [--limit N] [--rounds R] [--budget-ms N [N ...]]
+        [--skip-quality] [--skip-latency] [--nl2bash PATH.nl] [--json PATH]
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ class Variant:
         return self.generate_batch([intent], lang, n, DecodeConfig(**self.changes))[0]
 
 
-def variants(gen, budget_ms: float) -> dict[str, Variant]:
-    return {"pruned": Variant(gen), "unpruned": Variant(gen, prune=False),
-            f"budget {budget_ms:g} ms": Variant(gen, max_latency_ms=budget_ms)}
+def variants(gen, budgets: list[float]) -> dict[str, Variant]:
+    out = {"pruned": Variant(gen), "unpruned": Variant(gen, prune=False)}
+    out.update({f"budget {b:g} ms": Variant(gen, max_latency_ms=b) for b in budgets})
+    return out
 
 
 def quality(gen, args) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def latency(gen, args) -> dict[str, Any]:
     from nl2code.errors import NoParseableCandidate
 
     intents = common.dev_intents(args.conala, args.limit)
-    vs = variants(gen, args.budget_ms)
+    vs = variants(gen, args.budget_ms[:1])
     names = list(vs)
 
     def call(v, intent):
@@ -214,7 +215,8 @@ def main() -> dict[str, Any]:
                    help="NL2Bash dev (.nl; its .cm beside it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--budget-ms", type=float, default=50.0)
+    p.add_argument("--budget-ms", type=float, nargs="+", default=[50.0],
+                   help="latency budgets to compare (the latency part times the first one)")
     p.add_argument("--check-limit", type=int, default=100, help="intents per language for the fire rates")
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
