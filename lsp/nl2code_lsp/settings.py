@@ -28,7 +28,7 @@ class Settings:
     enabled_languages: tuple[str, ...] = ("python", "bash")
     # generation's own budget (anytime decoding): the best parseable candidate found
     # within it; 0 = search to the end
-    decode_budget_ms: int = 250
+    decode_budget_ms: int = 1000
 
     def decode_config(self) -> DecodeConfig:
         width = max(self.beam, self.n)
