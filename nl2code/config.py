@@ -79,6 +79,12 @@ class DecodeConfig:
     temperature: float = 1.0
     top_k: int = 0
     seed: int = 0
+    # beam: drop hypotheses whose prefix can no longer parse, accept only finished ones that
+    # parse, and widen the beam once when none does (nl2code/guided.py)
+    prune: bool = True
+    # > 0: anytime decoding within this wall-clock budget per generate call (not
+    # deterministic when the budget cuts the search: it depends on machine speed and load)
+    max_latency_ms: float = 0.0
 
     def validate(self) -> "DecodeConfig":
         if self.strategy not in ("greedy", "beam", "sample"):
@@ -109,6 +115,11 @@ class DecodeConfig:
             raise UsageError("temperature must be > 0")
         if self.top_k < 0:
             raise UsageError("top_k must be >= 0 (0 = no limit)")
+        if not isinstance(self.max_latency_ms, (int, float)) or isinstance(self.max_latency_ms, bool) \
+                or not 0 <= self.max_latency_ms <= 3_600_000:
+            raise UsageError("max_latency_ms must be a number of milliseconds between 0 (no budget) and 3600000")
+        if self.strategy != "beam" and not self.prune:
+            raise UsageError("prune only applies to strategy 'beam'")
         if self.strategy != "sample" and self.seed != default.seed:
             raise UsageError("seed only applies to strategy 'sample'")
         return self

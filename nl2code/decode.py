@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nl2code.budget import Deadline
 from nl2code.config import DecodeConfig
 from nl2code.tokenizer import BOS, EOS, PAD
 
@@ -36,17 +37,28 @@ def _lp(length: torch.Tensor | float, alpha: float):
 
 
 @torch.inference_mode()
-def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """src: (B, S) ids, src_mask: (B, S) bool. Returns n_best hypotheses per intent."""
+def decode(model, src: torch.Tensor, src_mask: torch.Tensor, cfg: DecodeConfig,
+           guides: list | None = None, deadline: Deadline | None = None) -> list[list[Hypothesis]]:
+    """src: (B, S) ids, src_mask: (B, S) bool. Returns n_best hypotheses per intent.
+
+    guides (beam only): one nl2code.viability.Guide per intent; hypotheses whose prefix
+    cannot complete are pruned, finished ones must pass guide.final_ok, and an intent with
+    no accepted hypothesis is searched once more with twice the beam. deadline: see
+    Deadline (beam: greedy finish; greedy/sample: stop at decode_over).
+    """
     cfg.validate()
     if cfg.strategy == "beam":
-        return _beam(model, src, src_mask, cfg)
+        if guides is None and deadline is None:
+            return _beam(model, src, src_mask, cfg)
+        from nl2code.guided import guided_beam
+
+        return guided_beam(model, src, src_mask, cfg, guides, deadline)
     if cfg.strategy == "greedy":
-        return _sample_or_greedy(model, src, src_mask, cfg, greedy=True)
-    return _sample_or_greedy(model, src, src_mask, cfg, greedy=False)
+        return _sample_or_greedy(model, src, src_mask, cfg, greedy=True, deadline=deadline)
+    return _sample_or_greedy(model, src, src_mask, cfg, greedy=False, deadline=deadline)
 
 
-def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
+def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool, deadline: Deadline | None = None):
     n = 1 if greedy else cfg.n_best
     B = src.shape[0]
     dev = src.device
@@ -66,6 +78,9 @@ def _sample_or_greedy(model, src, src_mask, cfg: DecodeConfig, greedy: bool):
     # max_len model steps, like beam search (a position past max_len may not exist in the
     # model); a hypothesis without EOS by then is cut and marked unfinished below
     for t in range(cfg.max_len):
+        if deadline is not None and t and deadline.decode_over():
+            deadline.notes["stopped_at_step"] = t
+            break
         logits, cache = model.step(tokens[:, -1:], memory, cache)
         logp = torch.log_softmax(logits.float(), dim=-1)
         logp.index_fill_(1, never, NEG)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 from nl2code import slots
 from nl2code.config import DecodeConfig
+from nl2code.budget import CostMeter, Deadline
 from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
@@ -110,6 +112,9 @@ class Generator:
         self._lock = threading.Lock()
         self.languages = list(meta.get("languages") or ["python", "bash"])
         self.augment = None  # retrieval, reverse model, API table: set when the folder has them
+        self.clock = time.perf_counter  # the clock of latency budgets (tests inject their own)
+        self.augment_cost = CostMeter(0.04, lambda: self.clock())  # seconds the extras take
+        self.last_deadline = None  # the last call's Deadline: what its budget cut (notes)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -146,7 +151,7 @@ class Generator:
         return 1 if self.precision == "int8" else BATCH_WIDTH
 
     def decode_config(self, n: int = 1, beam: int | None = None,
-                      config: DecodeConfig | None = None) -> DecodeConfig:
+                      config: DecodeConfig | None = None, max_latency_ms: int = 0) -> DecodeConfig:
         """The one n -> beam rule: a beam at least as wide as the answers wanted (beam None:
         DEFAULT_BEAM), every hypothesis kept. An explicit config (greedy, sampling ...) is
         used as given."""
@@ -154,38 +159,49 @@ class Generator:
             raise UsageError("n must be at least 1")
         if config is None:
             width = max(beam or DEFAULT_BEAM, n)
-            config = DecodeConfig(strategy="beam", beam_size=width, n_best=width)
+            config = DecodeConfig(strategy="beam", beam_size=width, n_best=width, max_latency_ms=max_latency_ms)
+        elif max_latency_ms:
+            config = dataclasses.replace(config, max_latency_ms=max_latency_ms)
         return config.validate()
 
     def candidates(self, intent: str, lang: str = "python", beam: int | None = None,
-                   config: DecodeConfig | None = None) -> Candidates:
+                   config: DecodeConfig | None = None, max_latency_ms: int = 0) -> Candidates:
         """Every scored candidate for an intent, parsing or not, and the model's own top-1."""
-        return self.candidates_batch([intent], lang, beam, config)[0]
+        return self.candidates_batch([intent], lang, beam, config, max_latency_ms=max_latency_ms)[0]
 
     def generate(self, intent: str, lang: str = "python", n: int = 5, beam: int | None = None,
-                 config: DecodeConfig | None = None) -> list[Candidate]:
+                 config: DecodeConfig | None = None, max_latency_ms: int = 0) -> list[Candidate]:
         """Up to n candidates that parse, best first. Raises NoParseableCandidate if none."""
-        return self.candidates_batch([intent], lang, beam, config, n=n)[0].answer(n)
+        return self.candidates_batch([intent], lang, beam, config, n=n, max_latency_ms=max_latency_ms)[0].answer(n)
 
     def generate_batch(self, intents: list[str], lang: str = "python", n: int = 5, beam: int | None = None,
-                       config: DecodeConfig | None = None) -> list[list[Candidate]]:
+                       config: DecodeConfig | None = None, max_latency_ms: int = 0) -> list[list[Candidate]]:
         """generate() for several intents at once; an intent with nothing that parses gets []."""
-        return [c.best(n) for c in self.candidates_batch(intents, lang, beam, config, n=n)]
+        return [c.best(n) for c in self.candidates_batch(intents, lang, beam, config, n=n,
+                                                         max_latency_ms=max_latency_ms)]
 
     def candidates_batch(self, intents: list[str], lang: str = "python", beam: int | None = None,
-                         config: DecodeConfig | None = None, n: int = 1) -> list[Candidates]:
+                         config: DecodeConfig | None = None, n: int = 1,
+                         max_latency_ms: int = 0) -> list[Candidates]:
         """candidates() for several intents, decoded together where that gives the same
         answers (float32); n only widens the beam (decode_config). A bad intent or language
-        raises UsageError before anything is decoded."""
+        raises UsageError before anything is decoded.
+
+        max_latency_ms > 0 (or config.max_latency_ms): the whole call (all intents) within
+        that budget, on self.clock; the reverse-model and retrieval extras are skipped when
+        they would not fit (anytime decoding, nl2code.guided)."""
         import torch
 
         from nl2code.decode import decode
         from nl2code.tokenizer import PAD
+        from nl2code.viability import Guide
 
         lang = canonical_lang(lang)
         if lang not in self.languages:
             raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(self.languages)}")
-        cfg = self.decode_config(n, beam, config)
+        cfg = self.decode_config(n, beam, config, max_latency_ms)
+        deadline = Deadline(cfg.max_latency_ms, self.clock) if cfg.max_latency_ms else None
+        self.last_deadline = deadline
         prepared = []
         for intent in intents:
             text = clean_intent(intent)
@@ -205,12 +221,13 @@ class Generator:
             src = torch.full((len(group), S), PAD, dtype=torch.long)
             for i, (_, _, _, ids, _) in enumerate(group):
                 src[i, : len(ids)] = torch.tensor(ids)
+            guides = [Guide(lang, self.tok, p[2]) for p in group] if cfg.prune and cfg.strategy == "beam" else None
             with self._lock:
-                hyps += decode(self.model, src, src != PAD, cfg)
-        return [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved)
+                hyps += decode(self.model, src, src != PAD, cfg, guides, deadline)
+        return [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved, deadline)
                 for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
 
-    def _score(self, text, canon, slot_list, src_ids, lang, hs, retrieved=None) -> Candidates:
+    def _score(self, text, canon, slot_list, src_ids, lang, hs, retrieved=None, deadline=None) -> Candidates:
         """Hypotheses -> scored candidates (repairs and retrieved ones added), ranked."""
         wanted = {s.placeholder for s in slot_list}
         cands: list[Candidate] = []
@@ -231,8 +248,8 @@ class Generator:
             cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
             if h.finished and not f["parses"] and lang == "python":
                 cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
-        if self.augment is not None:
-            with self._lock:
+        if self.augment is not None and (deadline is None or deadline.allows(self.augment_cost.estimate)):
+            with self._lock, self.augment_cost.measure():
                 self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
         # parsing candidates best first, then the others
         ranked = rerank(cands) + [c for c in rerank(cands, keep_unparsed=True) if not c.parses]

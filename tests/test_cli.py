@@ -67,7 +67,7 @@ def scripted(monkeypatch, tiny_model):
     def script(codes):
         codes_for = codes if callable(codes) else (lambda intent: list(codes))
 
-        def fake_decode(model, src, src_mask, cfg):
+        def fake_decode(model, src, src_mask, cfg, guides=None, deadline=None):
             out = []
             for row in src.tolist():
                 intent = tok.decode(row[1:])  # row[0] is the language tag

@@ -130,7 +130,7 @@ def test_custom_decode_config(gen, config):
 def _broken_decode(gen, code: str):
     ids = gen.tok.encode(code)
 
-    def fake(model, src, mask, cfg):
+    def fake(model, src, mask, cfg, guides=None, deadline=None):  # the guides are ignored: broken on purpose
         cfg.validate()
         return [[Hypothesis(ids, -1.0, -0.5, True), Hypothesis(ids + ids, -2.0, -0.6, True)]
                 for _ in range(src.shape[0])]
@@ -204,7 +204,7 @@ def test_python2_print_is_not_offered(gen, monkeypatch):
 def test_unfinished_hypothesis_never_offered(gen, monkeypatch):
     ids = gen.tok.encode("x = 1")
     monkeypatch.setattr(decode_mod, "decode",
-                        lambda model, src, mask, cfg: [[Hypothesis(ids, -0.1, -0.1, False)]])
+                        lambda model, src, mask, cfg, *_: [[Hypothesis(ids, -0.1, -0.1, False)]])
     with pytest.raises(NoParseableCandidate):
         gen.generate("set x to 1")
 

@@ -35,7 +35,7 @@ def test_engine_offers_repaired_candidates_marked_as_such(tiny_model, monkeypatc
     gen = Generator.from_checkpoint(tiny_model)
     tok = gen.tok
 
-    def fake_decode(model, src, src_mask, cfg):
+    def fake_decode(model, src, src_mask, cfg, guides=None, deadline=None):
         return [[Hypothesis(tok.encode("len(xs))"), -0.1, -0.1, True)] for _ in src.tolist()]
 
     monkeypatch.setattr(decode_module, "decode", fake_decode)

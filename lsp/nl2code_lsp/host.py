@@ -188,7 +188,8 @@ class ModelHost:
             return hit
         started = time.perf_counter()
         try:
-            cands = gen.generate(intent, lang, n=settings.n, beam=settings.beam)
+            cands = gen.generate(intent, lang, n=settings.n, beam=settings.beam,
+                                 max_latency_ms=settings.decode_budget_ms)
         except NoParseableCandidate:
             cands = []
         self.cache.put(key, cands)

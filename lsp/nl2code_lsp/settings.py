@@ -25,9 +25,12 @@ class Settings:
     beam: int = 5  # beam size (raised to n when smaller)
     max_latency_ms: int = 3000  # longest a completion waits for generation; 0 = no limit
     enabled_languages: tuple[str, ...] = ("python", "bash")
+    # generation's own budget (anytime decoding): the best parseable candidate found
+    # within it; 0 = search to the end
+    decode_budget_ms: int = 1000
 
     def cache_key(self) -> tuple:
-        return (self.model_path, self.n, self.beam)
+        return (self.model_path, self.n, self.beam, self.decode_budget_ms)
 
 
 def _model_path(value: Any) -> str | None:
@@ -65,6 +68,7 @@ _KEYS = {
     "n": ("n", _int_in(1, 20)),
     "beam": ("beam", _int_in(1, 32)),
     "maxLatencyMs": ("max_latency_ms", _int_in(0, 600_000)),
+    "decodeBudgetMs": ("decode_budget_ms", _int_in(0, 600_000)),
     "enabledLanguages": ("enabled_languages", _languages),
 }
 

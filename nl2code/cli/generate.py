@@ -74,6 +74,9 @@ def generate(
     explain: bool = typer.Option(False, "--explain", help="Show a table of scored candidates on stderr."),
     precision: Optional[str] = typer.Option(None, "--precision", envvar="NL2CODE_PRECISION", help=PRECISION_HELP),
     no_log: bool = typer.Option(False, "--no-log", help="Do not record this in the history (or NL2CODE_LOG=0)."),
+    max_latency_ms: int = typer.Option(0, "--max-latency-ms", min=0, max=3_600_000, metavar="N",
+                                       help="Answer within about N ms: the best parseable candidate found "
+                                            "by then (0: no budget; not deterministic when it bites)."),
 ):
     """Generate code for an intent."""
 
@@ -84,7 +87,9 @@ def generate(
                 raise UsageError('no intent given: nl2code "what the code should do"')
             text = read_stdin()
         # a warm `nl2code serve` answers without this process importing torch
-        if not explain and _via_server(text, lang, num, beam, model, precision, as_json, no_log):
+        # (a server takes no budget: a budgeted request is answered in-process)
+        if not explain and not max_latency_ms and _via_server(text, lang, num, beam, model, precision,
+                                                              as_json, no_log):
             return
     from nl2code.syntax import canonical_lang
 
@@ -92,7 +97,7 @@ def generate(
     if batch:
         if intent not in (None, "-"):
             raise UsageError("--batch reads intents from stdin; do not pass an intent argument")
-        return _batch(read_stdin(), lang_c, num, beam, model, precision, no_log)
+        return _batch(read_stdin(), lang_c, num, beam, model, precision, no_log, max_latency_ms)
     from nl2code.engine import clean_intent
 
     text = clean_intent(text)  # before loading the model: bad input fails fast
@@ -101,11 +106,11 @@ def generate(
     try:
         if explain:  # the candidates the beam gave, parsing or not: the same answer, plus the why
             width = gen.decode_config(num, beam).beam_size
-            every = gen.candidates(text, lang_c, beam=width)
+            every = gen.candidates(text, lang_c, beam=width, max_latency_ms=max_latency_ms)
             _explain(every.ranked[:width], lang_c)
             cands = every.answer(num)
         else:
-            cands = gen.generate(text, lang_c, n=num, beam=beam)
+            cands = gen.generate(text, lang_c, n=num, beam=beam, max_latency_ms=max_latency_ms)
     except NoParseableCandidate as exc:
         _log_generation(no_log, text, lang_c, gen, [], time.perf_counter() - started, str(exc))
         if as_json:
@@ -207,7 +212,7 @@ def _emit_json(intent, lang, gen, cands, error) -> None:
 
 
 def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], precision: Optional[str],
-           no_log: bool = False) -> None:
+           no_log: bool = False, max_latency_ms: int = 0) -> None:
     """One JSON record per input line, in order: a blank or bad line gets an error record
     (and exit 1), so output line k answers input line k. Lines are decoded in groups
     (Generator.batch_width) and written group by group."""
@@ -221,13 +226,14 @@ def _batch(text: str, lang: str, num: int, beam: int, model: Optional[Path], pre
     if lang not in gen.languages:
         raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(gen.languages)}")
     width = gen.batch_width
-    unanswered = sum(_batch_group(gen, lines[i: i + width], lang, num, beam, no_log)
+    unanswered = sum(_batch_group(gen, lines[i: i + width], lang, num, beam, no_log, max_latency_ms)
                      for i in range(0, len(lines), width))
     if unanswered:
         raise typer.Exit(1)
 
 
-def _batch_group(gen, lines: list[str], lang: str, num: int, beam: int, no_log: bool) -> int:
+def _batch_group(gen, lines: list[str], lang: str, num: int, beam: int, no_log: bool,
+                 max_latency_ms: int = 0) -> int:
     """Answer and print a group of --batch lines; -> how many got no answer."""
     from nl2code.engine import clean_intent
 
@@ -238,7 +244,8 @@ def _batch_group(gen, lines: list[str], lang: str, num: int, beam: int, no_log: 
         except UsageError as exc:  # blank, too long: this line's record says so
             errors[i] = str(exc)
     started = time.perf_counter()
-    answers = dict(zip(texts, gen.candidates_batch(list(texts.values()), lang, beam=beam, n=num)))
+    answers = dict(zip(texts, gen.candidates_batch(list(texts.values()), lang, beam=beam, n=num,
+                                                      max_latency_ms=max_latency_ms)))
     seconds = (time.perf_counter() - started) / max(len(texts), 1)  # each line's share of the group's time
     unanswered = 0
     for i, line in enumerate(lines):
