@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +19,12 @@ from typing import Any
 
 from nl2code import safefs
 from nl2code.data import readers
+from nl2code.data.guard import code_norm as _code_norm, expand_path, guard_examples, leak_guard
+from nl2code.data.guard import norm as _norm
 from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
 from nl2code.paths import data_root
+from nl2code.tomlload import load_toml
 from nl2code.validate import guard_problem, source_problem
 
 KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
@@ -64,20 +65,9 @@ class Recipe:
     retrieval: list[str] | None = None  # source tags for the retrieval index
 
 
-def _expand(value: str, root: Path) -> Path:
-    value = os.path.expandvars(os.path.expanduser(value))
-    p = Path(value)
-    return p if p.is_absolute() else root / p
-
-
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not os.path.lexists(path):
-        raise DataError(f"recipe not found: {path}")
-    try:
-        raw = tomllib.loads(safefs.read_text(path, 16 << 20, DataError, "recipe"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"recipe {path} is not valid TOML: {exc}") from None
+    raw = load_toml(path, DataError, "recipe")
     unknown = set(raw) - _RECIPE_KEYS
     if unknown:
         raise DataError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_RECIPE_KEYS)}")
@@ -90,7 +80,7 @@ def load_recipe(path: str | Path) -> Recipe:
         if problem:
             raise DataError(f"{path}: leak_guard[{i}] {problem}")
     root_text = raw.get("data_root", "")
-    root = _expand(root_text, path.parent) if root_text and "$" not in root_text else None
+    root = expand_path(root_text, path.parent) if root_text and "$" not in root_text else None
     if root_text.startswith("$") and not os.environ.get(root_text.strip("${}")):
         root = None
     root = root or data_root()
@@ -131,7 +121,7 @@ def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
 
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
     value = getattr(src, key)
-    p = _expand(value, recipe.data_root)
+    p = expand_path(value, recipe.data_root)
     probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc") else [
         p.with_suffix(ext) for ext in ((".nl", ".cm") if src.kind == "nl2bash" else (".anno", ".code"))
     ]
@@ -215,18 +205,6 @@ def freeform_variants(items: list[Example], tag: str) -> list[Example]:
     return out
 
 
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def _norm(text: str) -> str:
-    """Normal form for near-duplicate and leak checks: case, spacing, punctuation folded."""
-    return " ".join(text.lower().translate(_PUNCT).split())
-
-
-def _code_norm(code: str) -> str:
-    return re.sub(r"\s+", "", code)
-
-
 def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
     seen_exact: set[tuple[str, str]] = set()
     seen_near: set[tuple[str, str]] = set()
@@ -243,63 +221,6 @@ def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
                 report.drop("near duplicate")
                 continue
             seen_near.add(nkey)
-        out.append(ex)
-    return out
-
-
-def exec_suite_examples(folder: Path) -> list[Example]:
-    """(intent, reference) of every case of an execution suite (*.toml [[case]] tables or
-    *.jsonl records with intent/reference/lang), for the leak guard."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.toml")) + sorted(folder.glob("*.jsonl")) if folder.is_dir() else [folder]
-    out = []
-    for f in files:
-        try:
-            if f.suffix == ".toml":
-                cases = tomllib.loads(f.read_text(encoding="utf-8")).get("case", [])
-            else:
-                cases = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
-            raise DataError(f"leak_guard: cannot read execution suite file {f}: {exc}") from None
-        for c in cases:
-            if isinstance(c, dict) and isinstance(c.get("intent"), str):
-                ref = c.get("reference") if isinstance(c.get("reference"), str) else ""
-                out.append(Example(c["intent"], ref, c.get("lang", "python"), "exec-suite"))
-    return out
-
-
-def _guard_examples(recipe: Recipe, entry: dict[str, str], report: Report) -> list[Example]:
-    kind = entry.get("kind", "conala")
-    if kind == "exec":  # relative to the recipe's folder (the suite lives in the repository)
-        value = os.path.expandvars(entry.get("path", ""))
-        p = Path(value) if Path(value).is_absolute() else recipe.path.parent / value
-        if not p.exists():
-            if entry.get("optional", False):
-                return []
-            raise DataError(f"leak_guard execution suite {p} not found (recipe {recipe.path.name})")
-        return exec_suite_examples(p)
-    p = _expand(entry.get("path", ""), recipe.data_root)
-    exists = p.exists() or p.with_suffix(".nl").exists()
-    if not exists:
-        if entry.get("optional", False):
-            return []
-        raise DataError(f"leak_guard file {p} not found (recipe {recipe.path.name})")
-    if kind == "conala":
-        return list(readers.read_conala(p, report))
-    if kind == "nl2bash":
-        return list(readers.read_nl2bash(p, report))
-    return list(readers.read_jsonl(p, report, "guard"))
-
-
-def leak_guard(train: list[Example], held_out: list[Example], report: Report) -> list[Example]:
-    """Drop training pairs whose intent or code appears in any held-out example."""
-    bad_intents = {_norm(e.intent) for e in held_out}
-    bad_codes = {_code_norm(e.code) for e in held_out if len(_code_norm(e.code)) >= 8}
-    out = []
-    for ex in train:
-        if _norm(ex.intent) in bad_intents or _code_norm(ex.code) in bad_codes:
-            report.drop("leak guard: appears in a dev/eval file")
-            continue
         out.append(ex)
     return out
 
@@ -343,7 +264,7 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         dev.extend(dv)
     held_out = list(dev)
     for entry in recipe.leak_guard:
-        held_out.extend(_guard_examples(recipe, entry, report))
+        held_out.extend(guard_examples(recipe, entry, report))
     n_before = len(train)
     train = dedup(train, recipe.dedup_near, report)
     n_dedup = len(train)
