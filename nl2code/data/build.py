@@ -22,13 +22,14 @@ from nl2code.data import readers
 from nl2code.data.guard import code_norm as _code_norm, expand_path, guard_examples, leak_guard
 from nl2code.data.guard import norm as _norm
 from nl2code.data.records import Example, Report
+from nl2code.data.resample import ResampleConfig, resample, resample_config
 from nl2code.errors import DataError
 from nl2code.paths import data_root
 from nl2code.tomlload import load_toml
 from nl2code.validate import guard_problem, source_problem
 
-KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
-_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval"}
+KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc", "manpage")
+_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval", "resample"}
 # sources whose pairs the retrieval index holds, unless the recipe's `retrieval` lists them
 _RETRIEVAL_KINDS = ("conala", "jsonl", "nl2bash", "tldr", "pydoc")
 _GUARD_KEYS = {"kind", "path", "optional"}
@@ -52,6 +53,9 @@ class Source:
     # > 0: also train on the intent with backticks and quotes removed (the code keeps the
     # names), tagged `<name>-free`, with this weight
     freeform_weight: float = 0.0
+    include: list[str] = field(default_factory=list)  # kind = "manpage": file-name globs
+    exclude: list[str] = field(default_factory=list)
+    resample: bool = False  # drawn toward the curated pairs when [resample] is enabled
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Recipe:
     leak_guard: list[dict[str, str]]
     dedup_near: bool = True
     retrieval: list[str] | None = None  # source tags for the retrieval index
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -107,7 +112,11 @@ def load_recipe(path: str | Path) -> Recipe:
     retrieval = raw.get("retrieval")
     if retrieval is not None and (not isinstance(retrieval, list) or not all(isinstance(x, str) for x in retrieval)):
         raise DataError(f"{path}: retrieval must be a list of source names")
-    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval)
+    cfg = resample_config(raw.get("resample"), str(path))
+    missing = [n for n in cfg.to if not any(s.name == n for s in sources)]
+    if cfg.enabled and missing:
+        raise DataError(f"{path}: resample.to names unknown source(s) {missing}")
+    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval, cfg)
 
 
 def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
@@ -122,7 +131,7 @@ def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
     value = getattr(src, key)
     p = expand_path(value, recipe.data_root)
-    probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc") else [
+    probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc", "manpage") else [
         p.with_suffix(ext) for ext in ((".nl", ".cm") if src.kind == "nl2bash" else (".anno", ".code"))
     ]
     for q in probe:
@@ -162,6 +171,14 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
         from nl2code.data.tldr import read_tldr
 
         items = list(read_tldr(path, report, src.name))
+    elif src.kind == "manpage":
+        if which == "dev":
+            return []
+        from nl2code.data.manpages import package_versions, read_manpages
+
+        used: list[Path] = []
+        items = list(read_manpages(path, report, src.name, src.include, src.exclude, used))
+        src.__dict__["versions"] = {src.name: package_versions(used)}
     elif src.kind == "pydoc":
         if which == "dev":
             return []
@@ -269,9 +286,13 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
     train = dedup(train, recipe.dedup_near, report)
     n_dedup = len(train)
     train = leak_guard(train, held_out, report)
+    n_guarded = len(train)
+    resampled = _resample(recipe, train, report)
+    if resampled is not None:
+        train, resample_summary = resampled
     for src in recipe.sources:
-        per_source[src.name]["train"] = sum(1 for e in train if e.source == src.name or (
-            src.kind == "mine" and e.source.startswith("mined")))
+        own = _tags(src) - {f"{src.name}-free", f"{src.name}-named"}
+        per_source[src.name]["train"] = sum(1 for e in train if e.source in own)
         for variant in ("free", "named"):
             n = sum(1 for e in train if e.source == f"{src.name}-{variant}")
             if n:
@@ -293,16 +314,20 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         "dev": len(dev),
         "read": n_before,
         "duplicates_removed": n_before - n_dedup,
-        "leak_guard_removed": n_dedup - len(train),
+        "leak_guard_removed": n_dedup - n_guarded,
         "sources": per_source,
         "by_source_tag": dict(by_tag),
         "by_lang": dict(Counter(e.lang for e in train)),
         "weights": _weights(recipe),
-        "mined_versions": versions,
+        "mined_versions": versions,  # mined roots and read artifacts (man pages' packages)
         "code_length_chars": _length_histogram(train),
         "drops": dict(report.drops),
         "problems": report.problems,
     }
+    if resampled is not None:
+        stats["resample"] = {"to": list(recipe.resample.to), "keep": recipe.resample.keep,
+                             "temperature": recipe.resample.temperature, "seed": recipe.resample.seed,
+                             "sources": resample_summary}
     if progress:
         progress("retrieval index and API table")
     stats["retrieval"] = _write_index(recipe, train, out)
@@ -310,6 +335,26 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
     safefs.write_atomic(out / "stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
                         DataError)
     return stats
+
+
+def _tags(src: Source) -> set[str]:
+    """The tags a source's pairs carry (a miner has one per miner; variants get suffixes)."""
+    if src.kind == "mine":
+        from nl2code.data.miners import TAGS
+
+        return set(TAGS.values())
+    return {src.name, f"{src.name}-free", f"{src.name}-named"}
+
+
+def _resample(recipe: Recipe, train: list[Example], report: Report):
+    """(train, summary) after resampling, or None when the recipe does not ask for it."""
+    if not recipe.resample.enabled:
+        return None
+    reference = set().union(*(_tags(s) for s in recipe.sources if s.name in recipe.resample.to))
+    chosen = {s.name: _tags(s) for s in recipe.sources if s.resample}
+    if not chosen:
+        raise DataError(f"{recipe.path}: [resample] is enabled but no [[source]] has resample = true")
+    return resample(train, recipe.resample, reference, chosen, report)
 
 
 def retrieval_tags(recipe: Recipe) -> set[str]:
