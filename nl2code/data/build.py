@@ -184,7 +184,10 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
             return []
         from nl2code.data.pydoc import read_pydoc
 
+        from nl2code.data.manpages import package_versions
+
         items = list(read_pydoc(path, report, src.name))
+        src.__dict__["versions"] = {src.name: package_versions([path])}  # the Debian package
     else:
         rng = src.dev_range if which == "dev" else src.range
         start, stop = (rng + [0, None])[:2] if rng else (0, None)
