@@ -192,7 +192,7 @@ def test_package_versions_from_dpkg_database(tmp_path: Path):
 
 
 def test_build_with_a_manpage_source(tmp_path: Path):
-    root = write_pages(tmp_path / "man1")
+    write_pages(tmp_path / "man1")
     recipe = tmp_path / "r.toml"
     recipe.write_text(f"""
 name = "m"
