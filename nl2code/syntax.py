@@ -111,3 +111,13 @@ def check(code: str, lang: str = "python") -> CheckResult:
 
 def parses(code: str, lang: str = "python") -> bool:
     return check(code, lang).ok
+
+
+def language(lang: str = "python"):
+    """The tree-sitter Language of lang's grammar (for queries, e.g. the data miners)."""
+    return _language(canonical_lang(lang))
+
+
+def parser(lang: str = "python"):
+    """This thread's tree-sitter Parser for lang (whole-file parsing, e.g. the data miners)."""
+    return _parser(canonical_lang(lang))

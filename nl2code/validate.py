@@ -163,6 +163,9 @@ SOURCE_RULES = {
     "miners": _str_list,
     "cap": _int(1, 100_000_000),
     "max_examples": _int(0, 1_000_000_000),
+    "include": _str_list,
+    "exclude": _str_list,
+    "resample": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 
 GUARD_RULES = {"kind": _str, "path": _str, "optional": lambda v: None if isinstance(v, bool) else "must be true or false"}

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +19,17 @@ from typing import Any
 
 from nl2code import safefs
 from nl2code.data import readers
+from nl2code.data.guard import code_norm as _code_norm, expand_path, guard_examples, leak_guard
+from nl2code.data.guard import norm as _norm
 from nl2code.data.records import Example, Report
+from nl2code.data.resample import ResampleConfig, resample, resample_config
 from nl2code.errors import DataError
 from nl2code.paths import data_root
+from nl2code.tomlload import load_toml
 from nl2code.validate import guard_problem, source_problem
 
-KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc")
-_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval"}
+KINDS = ("conala", "jsonl", "nl2bash", "django", "mine", "tldr", "pydoc", "manpage")
+_RECIPE_KEYS = {"name", "data_root", "dedup_near", "source", "leak_guard", "retrieval", "resample"}
 # sources whose pairs the retrieval index holds, unless the recipe's `retrieval` lists them
 _RETRIEVAL_KINDS = ("conala", "jsonl", "nl2bash", "tldr", "pydoc")
 _GUARD_KEYS = {"kind", "path", "optional"}
@@ -51,6 +53,9 @@ class Source:
     # > 0: also train on the intent with backticks and quotes removed (the code keeps the
     # names), tagged `<name>-free`, with this weight
     freeform_weight: float = 0.0
+    include: list[str] = field(default_factory=list)  # kind = "manpage": file-name globs
+    exclude: list[str] = field(default_factory=list)
+    resample: bool = False  # drawn toward the curated pairs when [resample] is enabled
 
 
 @dataclass
@@ -62,22 +67,12 @@ class Recipe:
     leak_guard: list[dict[str, str]]
     dedup_near: bool = True
     retrieval: list[str] | None = None  # source tags for the retrieval index
-
-
-def _expand(value: str, root: Path) -> Path:
-    value = os.path.expandvars(os.path.expanduser(value))
-    p = Path(value)
-    return p if p.is_absolute() else root / p
+    resample: ResampleConfig = field(default_factory=ResampleConfig)
 
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not os.path.lexists(path):
-        raise DataError(f"recipe not found: {path}")
-    try:
-        raw = tomllib.loads(safefs.read_text(path, 16 << 20, DataError, "recipe"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"recipe {path} is not valid TOML: {exc}") from None
+    raw = load_toml(path, DataError, "recipe")
     unknown = set(raw) - _RECIPE_KEYS
     if unknown:
         raise DataError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_RECIPE_KEYS)}")
@@ -90,7 +85,7 @@ def load_recipe(path: str | Path) -> Recipe:
         if problem:
             raise DataError(f"{path}: leak_guard[{i}] {problem}")
     root_text = raw.get("data_root", "")
-    root = _expand(root_text, path.parent) if root_text and "$" not in root_text else None
+    root = expand_path(root_text, path.parent) if root_text and "$" not in root_text else None
     if root_text.startswith("$") and not os.environ.get(root_text.strip("${}")):
         root = None
     root = root or data_root()
@@ -117,7 +112,11 @@ def load_recipe(path: str | Path) -> Recipe:
     retrieval = raw.get("retrieval")
     if retrieval is not None and (not isinstance(retrieval, list) or not all(isinstance(x, str) for x in retrieval)):
         raise DataError(f"{path}: retrieval must be a list of source names")
-    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval)
+    cfg = resample_config(raw.get("resample"), str(path))
+    missing = [n for n in cfg.to if not any(s.name == n for s in sources)]
+    if cfg.enabled and missing:
+        raise DataError(f"{path}: resample.to names unknown source(s) {missing}")
+    return Recipe(raw.get("name", path.stem), path, root, sources, guard, raw.get("dedup_near", True), retrieval, cfg)
 
 
 def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
@@ -131,8 +130,8 @@ def _check_recipe_values(raw: dict[str, Any], path: Path) -> None:
 
 def _source_path(recipe: Recipe, src: Source, key: str) -> Path:
     value = getattr(src, key)
-    p = _expand(value, recipe.data_root)
-    probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc") else [
+    p = expand_path(value, recipe.data_root)
+    probe = [p] if src.kind in ("conala", "jsonl", "tldr", "pydoc", "manpage") else [
         p.with_suffix(ext) for ext in ((".nl", ".cm") if src.kind == "nl2bash" else (".anno", ".code"))
     ]
     for q in probe:
@@ -172,12 +171,23 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
         from nl2code.data.tldr import read_tldr
 
         items = list(read_tldr(path, report, src.name))
+    elif src.kind == "manpage":
+        if which == "dev":
+            return []
+        from nl2code.data.manpages import package_versions, read_manpages
+
+        used: list[Path] = []
+        items = list(read_manpages(path, report, src.name, src.include, src.exclude, used))
+        src.__dict__["versions"] = {src.name: package_versions(used)}
     elif src.kind == "pydoc":
         if which == "dev":
             return []
         from nl2code.data.pydoc import read_pydoc
 
+        from nl2code.data.manpages import package_versions
+
         items = list(read_pydoc(path, report, src.name))
+        src.__dict__["versions"] = {src.name: package_versions([path])}  # the Debian package
     else:
         rng = src.dev_range if which == "dev" else src.range
         start, stop = (rng + [0, None])[:2] if rng else (0, None)
@@ -215,18 +225,6 @@ def freeform_variants(items: list[Example], tag: str) -> list[Example]:
     return out
 
 
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def _norm(text: str) -> str:
-    """Normal form for near-duplicate and leak checks: case, spacing, punctuation folded."""
-    return " ".join(text.lower().translate(_PUNCT).split())
-
-
-def _code_norm(code: str) -> str:
-    return re.sub(r"\s+", "", code)
-
-
 def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
     seen_exact: set[tuple[str, str]] = set()
     seen_near: set[tuple[str, str]] = set()
@@ -243,63 +241,6 @@ def dedup(examples: list[Example], near: bool, report: Report) -> list[Example]:
                 report.drop("near duplicate")
                 continue
             seen_near.add(nkey)
-        out.append(ex)
-    return out
-
-
-def exec_suite_examples(folder: Path) -> list[Example]:
-    """(intent, reference) of every case of an execution suite (*.toml [[case]] tables or
-    *.jsonl records with intent/reference/lang), for the leak guard."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.toml")) + sorted(folder.glob("*.jsonl")) if folder.is_dir() else [folder]
-    out = []
-    for f in files:
-        try:
-            if f.suffix == ".toml":
-                cases = tomllib.loads(f.read_text(encoding="utf-8")).get("case", [])
-            else:
-                cases = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
-            raise DataError(f"leak_guard: cannot read execution suite file {f}: {exc}") from None
-        for c in cases:
-            if isinstance(c, dict) and isinstance(c.get("intent"), str):
-                ref = c.get("reference") if isinstance(c.get("reference"), str) else ""
-                out.append(Example(c["intent"], ref, c.get("lang", "python"), "exec-suite"))
-    return out
-
-
-def _guard_examples(recipe: Recipe, entry: dict[str, str], report: Report) -> list[Example]:
-    kind = entry.get("kind", "conala")
-    if kind == "exec":  # relative to the recipe's folder (the suite lives in the repository)
-        value = os.path.expandvars(entry.get("path", ""))
-        p = Path(value) if Path(value).is_absolute() else recipe.path.parent / value
-        if not p.exists():
-            if entry.get("optional", False):
-                return []
-            raise DataError(f"leak_guard execution suite {p} not found (recipe {recipe.path.name})")
-        return exec_suite_examples(p)
-    p = _expand(entry.get("path", ""), recipe.data_root)
-    exists = p.exists() or p.with_suffix(".nl").exists()
-    if not exists:
-        if entry.get("optional", False):
-            return []
-        raise DataError(f"leak_guard file {p} not found (recipe {recipe.path.name})")
-    if kind == "conala":
-        return list(readers.read_conala(p, report))
-    if kind == "nl2bash":
-        return list(readers.read_nl2bash(p, report))
-    return list(readers.read_jsonl(p, report, "guard"))
-
-
-def leak_guard(train: list[Example], held_out: list[Example], report: Report) -> list[Example]:
-    """Drop training pairs whose intent or code appears in any held-out example."""
-    bad_intents = {_norm(e.intent) for e in held_out}
-    bad_codes = {_code_norm(e.code) for e in held_out if len(_code_norm(e.code)) >= 8}
-    out = []
-    for ex in train:
-        if _norm(ex.intent) in bad_intents or _code_norm(ex.code) in bad_codes:
-            report.drop("leak guard: appears in a dev/eval file")
-            continue
         out.append(ex)
     return out
 
@@ -343,14 +284,18 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         dev.extend(dv)
     held_out = list(dev)
     for entry in recipe.leak_guard:
-        held_out.extend(_guard_examples(recipe, entry, report))
+        held_out.extend(guard_examples(recipe, entry, report))
     n_before = len(train)
     train = dedup(train, recipe.dedup_near, report)
     n_dedup = len(train)
     train = leak_guard(train, held_out, report)
+    n_guarded = len(train)
+    resampled = _resample(recipe, train, report)
+    if resampled is not None:
+        train, resample_summary = resampled
     for src in recipe.sources:
-        per_source[src.name]["train"] = sum(1 for e in train if e.source == src.name or (
-            src.kind == "mine" and e.source.startswith("mined")))
+        own = _tags(src) - {f"{src.name}-free", f"{src.name}-named"}
+        per_source[src.name]["train"] = sum(1 for e in train if e.source in own)
         for variant in ("free", "named"):
             n = sum(1 for e in train if e.source == f"{src.name}-{variant}")
             if n:
@@ -372,16 +317,20 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
         "dev": len(dev),
         "read": n_before,
         "duplicates_removed": n_before - n_dedup,
-        "leak_guard_removed": n_dedup - len(train),
+        "leak_guard_removed": n_dedup - n_guarded,
         "sources": per_source,
         "by_source_tag": dict(by_tag),
         "by_lang": dict(Counter(e.lang for e in train)),
         "weights": _weights(recipe),
-        "mined_versions": versions,
+        "mined_versions": versions,  # mined roots and read artifacts (man pages' packages)
         "code_length_chars": _length_histogram(train),
         "drops": dict(report.drops),
         "problems": report.problems,
     }
+    if resampled is not None:
+        stats["resample"] = {"to": list(recipe.resample.to), "keep": recipe.resample.keep,
+                             "temperature": recipe.resample.temperature, "seed": recipe.resample.seed,
+                             "sources": resample_summary}
     if progress:
         progress("retrieval index and API table")
     stats["retrieval"] = _write_index(recipe, train, out)
@@ -389,6 +338,26 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
     safefs.write_atomic(out / "stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
                         DataError)
     return stats
+
+
+def _tags(src: Source) -> set[str]:
+    """The tags a source's pairs carry (a miner has one per miner; variants get suffixes)."""
+    if src.kind == "mine":
+        from nl2code.data.miners import TAGS
+
+        return set(TAGS.values())
+    return {src.name, f"{src.name}-free", f"{src.name}-named"}
+
+
+def _resample(recipe: Recipe, train: list[Example], report: Report):
+    """(train, summary) after resampling, or None when the recipe does not ask for it."""
+    if not recipe.resample.enabled:
+        return None
+    reference = set().union(*(_tags(s) for s in recipe.sources if s.name in recipe.resample.to))
+    chosen = {s.name: _tags(s) for s in recipe.sources if s.resample}
+    if not chosen:
+        raise DataError(f"{recipe.path}: [resample] is enabled but no [[source]] has resample = true")
+    return resample(train, recipe.resample, reference, chosen, report)
 
 
 def retrieval_tags(recipe: Recipe) -> set[str]:
