@@ -181,13 +181,26 @@ def test_cli_max_latency_ms(tiny_model):
     assert bad.exit_code == 2
 
 
-def test_lsp_setting():
+def test_lsp_setting(tiny_model, monkeypatch):
+    import asyncio
+
+    from nl2code.engine import Generator
     from nl2code_lsp.settings import Settings, merge
 
     s = Settings()
-    assert s.decode_budget_ms > 0 and s.decode_config().validate().max_latency_ms == s.decode_budget_ms
+    assert s.decode_budget_ms > 0
+    # the language server's host hands the setting to the engine as the call's budget
+    gen = Generator.from_checkpoint(tiny_model)
+    seen = []
+    real = gen.candidates_batch
+    monkeypatch.setattr(gen, "candidates_batch", lambda *a, **k: seen.append(k.get("max_latency_ms")) or real(*a, **k))
+    from nl2code_lsp.host import ModelHost
+
+    host = ModelHost()
+    asyncio.run(host.generate(gen, "sort list `xs` in descending order", "python", s))
+    assert seen == [s.decode_budget_ms]
     s2, warnings = merge(s, {"decodeBudgetMs": 0})
-    assert not warnings and s2.decode_config().max_latency_ms == 0
+    assert not warnings and s2.decode_budget_ms == 0
     assert s2.cache_key() != s.cache_key()
     s3, warnings = merge(s, {"decodeBudgetMs": -1})
     assert warnings and s3.decode_budget_ms == s.decode_budget_ms

@@ -188,7 +188,7 @@ def test_one_beam_rule(gen):
     seen = []
     real = decode_mod.decode
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(decode_mod, "decode", lambda m, s, k, cfg: seen.append(cfg.beam_size) or real(m, s, k, cfg))
+        mp.setattr(decode_mod, "decode", lambda m, s, k, cfg, *a: seen.append(cfg.beam_size) or real(m, s, k, cfg, *a))
         gen.generate("reverse list `xs`", n=2, beam=3)
         gen.generate("reverse list `xs`", n=8, beam=3)
         gen.candidates("reverse list `xs`", beam=4)

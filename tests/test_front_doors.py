@@ -122,7 +122,7 @@ def test_batch_decodes_in_groups_with_the_same_answers(tiny_model, monkeypatch):
                for i in range(BATCH_WIDTH + 3)]
     rows = []
     real = decode_mod.decode
-    monkeypatch.setattr(decode_mod, "decode", lambda m, src, mask, cfg: rows.append(len(src)) or real(m, src, mask, cfg))
+    monkeypatch.setattr(decode_mod, "decode", lambda m, src, mask, cfg, *a: rows.append(len(src)) or real(m, src, mask, cfg, *a))
     runner = CliRunner()
     args = ["-m", str(tiny_model), "--precision", "float32", "-n", "2"]
     batch = runner.invoke(app, [*args, "--batch"], input="\n".join(intents) + "\n")

@@ -230,8 +230,7 @@ def test_pruning_off_is_the_plain_beam(loaded, tiny_model):
 
     gen = Generator.from_checkpoint(tiny_model)
     for intent, lang in CASES[:6]:
-        off = gen.generate_batch([intent], lang, n=5, config=DecodeConfig(prune=False), keep_unparsed=True,
-                                 raise_empty=False)[0]
+        off = gen.candidates(intent, lang, config=DecodeConfig(prune=False)).ranked
         model, tok = loaded
         src, mask, slot_list = _src(tok, intent, lang)
         with torch.inference_mode():
