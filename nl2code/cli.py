@@ -156,8 +156,20 @@ def _print_code(code: str, lang: str, tty: bool) -> None:
     from rich.console import Console
     from rich.syntax import Syntax
 
-    Console().print(Syntax(code, "python" if lang == "python" else "bash", theme="ansi_dark",
+    from nl2code.languages import lookup
+
+    known = lookup(lang)
+    Console().print(Syntax(code, known.lexer if known else "text", theme="ansi_dark",
                            background_color="default", word_wrap=True))
+
+
+def _model_lang(lang: str, model: Optional[Path]) -> str:
+    """The canonical name of -l, refused unless the model (-m, else the default) knows it."""
+    from nl2code.checkpoint import trained_languages
+    from nl2code.languages import canonical_lang
+    from nl2code.paths import resolve_model
+
+    return canonical_lang(lang, trained_languages(resolve_model(model)))
 
 
 def _explain(cands, lang: str) -> None:
@@ -193,7 +205,7 @@ def _warn_danger(cands) -> None:
 def generate(
     intent: Optional[str] = typer.Argument(None, help="What the code should do ('-' or none: read stdin)."),
     num: int = typer.Option(1, "-n", "--num", min=1, max=20, help="Candidates to print."),
-    lang: str = typer.Option("python", "-l", "--lang", help="Target language: python, bash."),
+    lang: str = typer.Option("python", "-l", "--lang", help="Target language, one the model was trained on (the bundled one: python, bash)."),
     beam: int = typer.Option(5, "-b", "--beam", min=1, max=32, help="Beam size."),
     model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
                                          help="Model folder (default: the bundled model)."),
@@ -218,9 +230,8 @@ def generate(
             if not explain and _via_server(text, lang, num, beam, model, precision, as_json, no_log):
                 return
         from nl2code.config import DecodeConfig
-        from nl2code.syntax import canonical_lang
 
-        lang_c = canonical_lang(lang)
+        lang_c = _model_lang(lang, model)  # only the languages this model was trained on
         if batch:
             if intent not in (None, "-"):
                 raise UsageError("--batch reads intents from stdin; do not pass an intent argument")
@@ -470,7 +481,6 @@ def train_cmd(
             raise UsageError("no corpus: pass --corpus DIR or set [train] corpus")
         console = _stderr()
         log_path = Path(tcfg.out) / "log.jsonl" if tcfg.out else None
-        resumed_at = _resume_step(Path(tcfg.out)) if resume and tcfg.out else None
 
         def log(rec: dict) -> None:
             if log_path is not None:  # never through a link planted at log.jsonl
@@ -479,17 +489,17 @@ def train_cmd(
             if rec["event"] == "step":
                 left = ""
                 if tcfg.max_minutes:
-                    left = f"  ETA {max(tcfg.max_minutes * 60 - rec['elapsed'], 0) / 60:.0f} min"
+                    left = f"  ETA {max(tcfg.max_minutes * 60 - rec.get('session', rec['elapsed']), 0) / 60:.0f} min"
                 console.print(f"step {rec['step']:>6}  loss {rec['loss']:.3f}  "
                               f"{rec['tok_per_s']:,.0f} tok/s{left}", markup=False)
             elif rec["event"] == "eval":
                 console.print(f"eval at step {rec['step']}: dev loss {rec['dev_loss']:.3f}  "
                               f"dev BLEU {rec['dev_bleu']:.2f}  (best {rec['best']:.2f})", markup=False)
+            elif rec["event"] == "resumed":
+                console.print(f"resumed from step {rec['step']}", markup=False)
             else:
                 console.print(f"{rec['event']} at step {rec.get('step')}", markup=False)
 
-        if resumed_at is not None and os.environ.get("RANK", "0") == "0":
-            log({"event": "resumed", "step": resumed_at})  # the training report marks it
         try:
             best = train(tcfg, mcfg, resume=resume, log=log)
         except TrainingInterrupted as exc:
@@ -523,17 +533,6 @@ def _train_from_history(config, corpus, model, name, max_steps) -> None:
     typer.echo(json.dumps(report, ensure_ascii=False))
     if not report["kept"]:
         raise typer.Exit(1)
-
-def _resume_step(out: Path) -> Optional[int]:
-    """The step a --resume continues from (None if there is nothing to resume: train says why)."""
-    from nl2code import checkpoint
-
-    try:
-        step = checkpoint.load_config(out / "last")[1].get("step")
-    except (Nl2CodeError, OSError):
-        return None
-    return step if isinstance(step, int) else None
-
 
 @app.command("train-report", hidden=True)
 def train_report_cmd(

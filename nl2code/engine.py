@@ -22,7 +22,7 @@ from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
-from nl2code.syntax import canonical_lang
+from nl2code.languages import REGISTRY, canonical_lang
 
 MAX_INTENT_CHARS = 10_000
 
@@ -163,7 +163,7 @@ class Generator:
                     # for (`str_0`): never offered
                     f["parses"] = False
                 cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
-                if h.finished and not f["parses"] and lang == "python":
+                if h.finished and not f["parses"] and REGISTRY[lang].repair:
                     cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
             if self.augment is not None:
                 with self._lock:
