@@ -219,7 +219,11 @@ def trained_languages(path: Path) -> list[str]:
     """The languages a model folder was trained on (its config), without loading weights."""
     from nl2code.languages import LANGUAGES
 
-    langs = load_config(path)[1].get("languages")
+    path = Path(path)
+    manifest = _read_manifest(path)  # the same checks and messages as loading the model
+    data = _read_member(path, CONFIG)
+    _check_digest(path, CONFIG, hashlib.sha256(data).hexdigest(), manifest)
+    langs = _parse_config(data, path / CONFIG)[1].get("languages")
     return [x for x in langs if x in LANGUAGES] if isinstance(langs, list) else ["python", "bash"]
 
 
@@ -277,7 +281,23 @@ def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half:
             if not f.is_file():
                 raise UsageError(f"{corpus} has no {name}: rebuild it with `nl2code data build`")
             extra[name] = f.read_bytes()
-    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update}, extra=extra)
+    given = sorted(set(meta.get(PACKAGE_META, [])) | set(meta_update))  # every packaging's notes
+    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update, PACKAGE_META: given}, extra=extra)
+
+
+PACKAGE_META = "package_meta"  # the meta keys given with `model package --meta/--meta-file`
+# what training itself records (nl2code/train.py); everything else in an older model's meta
+# was given when it was packaged
+_TRAINING_META = {"train_config", "corpus_size", "languages", "task", "step", "epoch", "batch", "best",
+                  "bad_evals", "elapsed", "tokens", "dev_loss", "dev_bleu", "averaged_from"}
+
+
+def package_notes(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata given with `model package --meta KEY=JSON` (notes, version, scores ...)."""
+    keys = meta.get(PACKAGE_META)
+    if not isinstance(keys, list):
+        keys = [k for k in meta if k not in _TRAINING_META]
+    return {k: meta[k] for k in keys if isinstance(k, str) and k in meta and k != PACKAGE_META}
 
 
 def average(srcs: list[str | Path], dst: str | Path) -> None:

@@ -717,6 +717,7 @@ def model_info(
             "sha256": manifest["files"],
             **{k: meta[k] for k in ("languages", "corpus", "corpus_size", "training_minutes", "step",
                                     "dev_bleu", "conala_dev", "nl2bash_dev") if k in meta},
+            "notes": checkpoint.package_notes(meta),  # what `model package --meta` recorded
         }
         _emit_report(info, as_json)
 

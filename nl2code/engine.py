@@ -236,10 +236,13 @@ class Generator:
         return (clean or texts)[:n]
 
     def info(self) -> dict[str, Any]:
+        from nl2code.checkpoint import package_notes
+
         c = self.model_cfg
         module = getattr(self.model, "model", self.model)  # the inference form keeps its module
         n_params = sum(p.numel() for p in module.parameters())
         return {"path": str(self.path), "arch": c.arch, "parameters": n_params, "precision": self.precision,
                 "d_model": c.d_model, "layers": [c.n_enc_layer, c.n_dec_layer],
                 "vocab_size": c.vocab_size, "languages": self.languages,
-                "parts": self.augment.parts() if self.augment is not None else {}, "meta": self.meta}
+                "parts": self.augment.parts() if self.augment is not None else {}, "meta": self.meta,
+                "notes": package_notes(self.meta)}
