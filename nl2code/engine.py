@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nl2code import slots
-from nl2code.config import DecodeConfig
+from nl2code.config import DecodeConfig, inference_threads
 from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
@@ -88,8 +88,8 @@ class Generator:
         from nl2code.model import for_inference, resolve_precision
 
         precision = resolve_precision(precision)  # a bad value fails before the model loads
-        if threads:
-            torch.set_num_threads(threads)
+        # threads: the argument, else NL2CODE_THREADS, else 1 (benchmarks/threads.md)
+        torch.set_num_threads(inference_threads(threads))
         path = resolve_model(path)  # a folder, a user's model name, or None: the default
         model, cfg, tok, meta = load_model(path)
         runner, precision = for_inference(model, precision)
