@@ -19,10 +19,10 @@ from typing import Any
 from nl2code import slots
 from nl2code.config import DecodeConfig, inference_threads
 from nl2code.errors import NoParseableCandidate, UsageError
+from nl2code.languages import REGISTRY, canonical_lang
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
-from nl2code.languages import REGISTRY, canonical_lang
 
 MAX_INTENT_CHARS = 10_000
 

@@ -7,7 +7,7 @@ none invented) and the destructive-action flag (nl2code.safety: a flagged candid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nl2code import languages, safety, slots, syntax

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from nl2code import languages
 from nl2code.errors import UsageError
-from nl2code.languages import ALIASES, canonical_lang  # noqa: F401  (the names callers use)
+from nl2code.languages import canonical_lang  # noqa: F401  (callers import it from here too)
 
 # language name -> grammar module (each exposes language()), from the registry
 GRAMMARS = {name: lang.grammar for name, lang in languages.REGISTRY.items()}

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nl2code import checkpoint, safefs
-from nl2code.batches import (Encoded, collate, encode_examples, epoch_batches, lr_at,  # noqa: F401
-                             source_weight, tokenizer_texts)
+from nl2code.batches import Encoded, collate, encode_examples, epoch_batches, lr_at, tokenizer_texts
 from nl2code.config import ModelConfig, TrainConfig, from_dict, to_dict
 from nl2code.errors import DataError, UsageError
 from nl2code.languages import LANGUAGES, PAD
