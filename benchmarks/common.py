@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
-# Settings measured in ../shared/TOOLCHAIN.md; background_thread:true was 2x slower on 2 cores.
+# Settings measured on this project's 2-core machine; background_thread:true was 2x slower there.
 JEMALLOC_CONF = "oversize_threshold:1,dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 

@@ -107,7 +107,7 @@ def build_hf(cfg, folder: Path):
     """A MarianMT model of our shape with random weights, saved with a word-level tokenizer.
 
     CTranslate2's converter needs a tokenizer beside the model and drops the last id as
-    Marian's <pad> (../shared/TOOLCHAIN.md), so the vocabulary is ours plus <pad> at the end.
+    Marian's <pad> (CTranslate2's converter does so), so the vocabulary is ours plus <pad> at the end.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast

@@ -16,7 +16,9 @@ CARD_META = ("languages", "corpus", "corpus_size", "training_minutes", "step", "
 
 def card(path: Path, cfg, meta: dict[str, Any], precision: str) -> dict[str, Any]:
     """The fields every card has: the folder, the architecture and sizes, the precision it
-    runs at, and the recorded metadata of CARD_META."""
+    runs at, the recorded metadata of CARD_META and the notes given to `model package`."""
+    from nl2code.checkpoint import package_notes
+
     return {
         "path": str(path),
         "arch": cfg.arch,
@@ -25,6 +27,7 @@ def card(path: Path, cfg, meta: dict[str, Any], precision: str) -> dict[str, Any
         "vocab_size": cfg.vocab_size,
         "precision": precision,
         **{k: meta[k] for k in CARD_META if k in meta},
+        "notes": package_notes(meta),  # what `model package --meta` recorded
     }
 
 

@@ -19,9 +19,12 @@ from typing import Any
 from nl2code import safefs
 from nl2code.config import ModelConfig, from_dict, to_dict
 from nl2code.errors import CheckpointError, UsageError
+from nl2code.tokenizer import TOKENIZER_VERSION
+from nl2code.weights import _check_tensor, model_from_weights  # noqa: F401  (tests read _check_tensor here)
 
 FORMAT = "nl2code-model/1"
 WEIGHTS, CONFIG, TOKENIZER, MANIFEST = "model.safetensors", "config.json", "tokenizer.model", "manifest.json"
+FOLDER_MODE, FILE_MODE = 0o750, 0o640  # model and checkpoint folders: owner and group may read
 
 
 def sha256_file(path: Path) -> str:
@@ -39,7 +42,11 @@ def write_atomic_dir(final: Path, fill) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         fill(tmp)
+        # readable by the owner's group (a shared training box), never by everyone: mkdtemp
+        # made the folder 0700 and the files follow the umask
+        os.chmod(tmp, FOLDER_MODE)
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
+            os.chmod(f, FILE_MODE)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         old = None
@@ -87,7 +94,8 @@ def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, A
         state = {k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
                  for k, v in model.state_dict().items()}
         _save_weights(state, tmp / WEIGHTS)
-        (tmp / CONFIG).write_text(json.dumps({"model": to_dict(cfg), "meta": meta or {}}, indent=2))
+        (tmp / CONFIG).write_text(json.dumps({"model": to_dict(cfg), "meta": meta or {},
+                                             "tokenizer_version": TOKENIZER_VERSION}, indent=2))
         tokenizer.save(tmp / TOKENIZER)
         for name, data in (extra or {}).items():
             (tmp / name).write_bytes(data)
@@ -101,7 +109,6 @@ def save_model(path: Path, model, cfg: ModelConfig, tokenizer, meta: dict[str, A
 # or a 4 GB config must not exhaust memory). Other listed files (train_state.pt) get EXTRA.
 MAX_BYTES = {MANIFEST: 1 << 20, CONFIG: 16 << 20, TOKENIZER: 64 << 20, WEIGHTS: 4 << 30}
 MAX_EXTRA_BYTES = 8 << 30
-MAX_HEADER_BYTES = 64 << 20  # safetensors' JSON header
 
 
 def _member(path: Path, name: str) -> Path:
@@ -194,6 +201,11 @@ def _parse_config(data: bytes, where: Path) -> tuple[ModelConfig, dict[str, Any]
         check_model_config(cfg)
     except UsageError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
+    # models saved before the version was recorded have none: they use version 1
+    version = raw.get("tokenizer_version", 1)
+    if version != TOKENIZER_VERSION:
+        raise CheckpointError(f"{where}: the model's tokenizer is version {version!r}; this nl2code reads "
+                              f"version {TOKENIZER_VERSION}: retrain the model or use the nl2code it was made with")
     return cfg, raw.get("meta", {})
 
 
@@ -202,133 +214,19 @@ def load_config(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     return _parse_config(_read_member(path, CONFIG), path / CONFIG)
 
 
-# -- weights: checked against the config before anything is allocated ---------------------
+def trained_languages(path: Path) -> list[str]:
+    """The languages a model folder was trained on (its config), without loading weights."""
+    from nl2code.languages import LANGUAGES
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-                       "BOOL": "bool"}
-
-
-def allowed_weight_dtypes(cfg: ModelConfig) -> set[str]:
-    """float32 always; float16 or bfloat16 only when the config declares it (weights_dtype)."""
-    allowed = {"float32"}
-    declared = getattr(cfg, "weights_dtype", None)
-    if declared in ("float16", "bfloat16"):
-        allowed.add(declared)
-    return allowed
+    path = Path(path)
+    manifest = _read_manifest(path)  # the same checks and messages as loading the model
+    data = _read_member(path, CONFIG)
+    _check_digest(path, CONFIG, hashlib.sha256(data).hexdigest(), manifest)
+    langs = _parse_config(data, path / CONFIG)[1].get("languages")
+    return [x for x in langs if x in LANGUAGES] if isinstance(langs, list) else ["python", "bash"]
 
 
-MAX_PARAMETERS = 400_000_000  # 1.6 GB of float32: far above any model nl2code trains
-
-
-def estimated_parameters(cfg: ModelConfig) -> int:
-    """An upper-bound estimate of a config's parameter count, from the sizes alone."""
-    d, ff, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
-    if cfg.arch == "rnn":
-        h = max(cfg.rnn_hidden, d)
-        return 2 * v * d + cfg.rnn_layers * 24 * h * h + 4 * h * h
-    return v * d + cfg.max_len * d + cfg.n_enc_layer * (4 * d * d + 2 * d * ff + 9 * d) + \
-        cfg.n_dec_layer * (8 * d * d + 2 * d * ff + 14 * d)
-
-
-def _build_checked(cfg: ModelConfig):
-    """The model for a config, refused before anything is allocated when it is too large.
-    (Not on PyTorch's meta device: that costs ~1.3 s of lazy imports at first use.)"""
-    from nl2code.model import build_model
-
-    n = estimated_parameters(cfg)
-    if n > MAX_PARAMETERS:
-        raise CheckpointError(f"the config describes a model of about {n:,} parameters "
-                              f"(the limit is {MAX_PARAMETERS:,}): refused before building it")
-    return build_model(cfg)
-
-
-def expected_shapes(cfg: ModelConfig, model=None) -> dict[str, tuple[int, ...]]:
-    """Every weight's shape for this config (read off `model`, else a checked build)."""
-    model = model if model is not None else _build_checked(cfg)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def model_from_weights(cfg: ModelConfig, data: bytes, where: Path):
-    """Build the config's model and load safetensors bytes into it, in eval mode.
-
-    The header's names, dtypes and shapes are checked against the config before a tensor
-    is read, then every tensor (dtype, shape, finite); float16 weights are upcast."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_safetensors
-
-    model = _build_checked(cfg)
-    expected, allowed = expected_shapes(cfg, model), allowed_weight_dtypes(cfg)
-    _check_header(_safetensors_header(data, where), expected, allowed, where)
-    try:
-        state = load_safetensors(data)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{where} is not valid safetensors: {exc}") from None
-    try:
-        for name, tensor in state.items():
-            _check_tensor(name, tensor, expected[name], allowed)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
-    if cfg.weights_dtype == "float16":  # stored in half precision: compute in float32
-        state = {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{where} does not fit its config: {str(exc).splitlines()[0]}") from None
-    return model.eval()
-
-
-def _safetensors_header(data: bytes, where: Path) -> dict[str, Any]:
-    if len(data) < 8:
-        raise CheckpointError(f"{where} is not valid safetensors: too short")
-    n = int.from_bytes(data[:8], "little")
-    if n > min(len(data) - 8, MAX_HEADER_BYTES):
-        raise CheckpointError(f"{where} is not valid safetensors: bad header length")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise CheckpointError(f"{where} is not valid safetensors: header is not JSON") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{where} is not valid safetensors: header is not an object")
-    header.pop("__metadata__", None)
-    return header
-
-
-def _check_header(header: dict[str, Any], expected: dict[str, tuple[int, ...]], allowed: set[str],
-                  where: Path) -> None:
-    """Names, dtypes and shapes in the file's header against the config, before loading."""
-    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
-    if missing or extra:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise CheckpointError(f"{where} does not fit its config: {what}")
-    for name, entry in header.items():
-        if not isinstance(entry, dict):
-            raise CheckpointError(f"{where} is not valid safetensors: bad entry {name!r}")
-        dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"), str(entry.get("dtype")))
-        shape = entry.get("shape")
-        if dtype not in allowed:
-            raise CheckpointError(f"{where}: weight {name!r} is {dtype}; expected {' or '.join(sorted(allowed))}")
-        if not isinstance(shape, list) or tuple(shape) != expected[name]:
-            raise CheckpointError(f"{where} does not fit its config: {name!r} has shape {shape}, "
-                                  f"the config needs {list(expected[name])}")
-
-
-def _check_tensor(name: str, tensor, expected_shape: tuple[int, ...], allowed_dtypes: set[str]) -> None:
-    """One loaded weight: dtype allowed, shape as the config says, every value finite."""
-    import torch
-
-    dtype = str(tensor.dtype).removeprefix("torch.")
-    if dtype not in allowed_dtypes:
-        raise CheckpointError(f"weight {name!r} is {dtype}; expected {' or '.join(sorted(allowed_dtypes))}")
-    if tuple(tensor.shape) != tuple(expected_shape):
-        raise CheckpointError(f"weight {name!r} has shape {list(tensor.shape)}, the config needs "
-                              f"{list(expected_shape)}")
-    if not bool(torch.isfinite(tensor).all()):
-        raise CheckpointError(f"weight {name!r} holds NaN or infinite values")
-
-
-def load_model(path: str | Path, verify_hashes: bool = True):
+def load_model(path: str | Path):
     """-> (model in eval mode, ModelConfig, Tokenizer, meta).
 
     Order: manifest, sizes, hashes, config bounds (the model's size estimate before it is
@@ -339,12 +237,11 @@ def load_model(path: str | Path, verify_hashes: bool = True):
 
     path = Path(path)
     recover_dir(path)
-    manifest = verify(path, skip=(WEIGHTS, CONFIG, TOKENIZER)) if verify_hashes else None
+    manifest = verify(path, skip=(WEIGHTS, CONFIG, TOKENIZER))
     blobs = {}
     for name in (CONFIG, TOKENIZER, WEIGHTS):
         blobs[name] = _read_member(path, name)
-        if manifest is not None:
-            _check_digest(path, name, hashlib.sha256(blobs[name]).hexdigest(), manifest)
+        _check_digest(path, name, hashlib.sha256(blobs[name]).hexdigest(), manifest)
     cfg, meta = _parse_config(blobs.pop(CONFIG), path / CONFIG)
     tok = Tokenizer(blobs.pop(TOKENIZER))
     if tok.vocab_size != cfg.vocab_size:
@@ -383,13 +280,27 @@ def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half:
             if not f.is_file():
                 raise UsageError(f"{corpus} has no {name}: rebuild it with `nl2code data build`")
             extra[name] = f.read_bytes()
-    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update}, extra=extra)
+    given = sorted(set(meta.get(PACKAGE_META, [])) | set(meta_update))  # every packaging's notes
+    save_model(Path(dst), model, cfg, tok, {**meta, **meta_update, PACKAGE_META: given}, extra=extra)
+
+
+PACKAGE_META = "package_meta"  # the meta keys given with `model package --meta/--meta-file`
+# what training itself records (nl2code/train.py); everything else in an older model's meta
+# was given when it was packaged
+_TRAINING_META = {"train_config", "corpus_size", "languages", "task", "step", "epoch", "batch", "best",
+                  "bad_evals", "elapsed", "tokens", "dev_loss", "dev_bleu", "averaged_from"}
+
+
+def package_notes(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata given with `model package --meta KEY=JSON` (notes, version, scores ...)."""
+    keys = meta.get(PACKAGE_META)
+    if not isinstance(keys, list):
+        keys = [k for k in meta if k not in _TRAINING_META]
+    return {k: meta[k] for k in keys if isinstance(k, str) and k in meta and k != PACKAGE_META}
 
 
 def average(srcs: list[str | Path], dst: str | Path) -> None:
     """Average the weights of checkpoints of one run (same config and tokenizer)."""
-    import torch
-
     if len(srcs) < 2:
         raise UsageError("averaging needs at least two model folders")
     model, cfg, tok, meta = load_model(srcs[0])

@@ -136,3 +136,21 @@ def from_dict(cls, data: dict[str, Any]):
 
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+DEFAULT_THREADS = 1  # benchmarks/threads.md: 2 threads gained little alone and lost badly beside a busy process
+MAX_THREADS = 256
+
+
+def inference_threads(threads: int | None = None) -> int:
+    """Torch (OpenMP) threads for generation: the explicit value, else NL2CODE_THREADS, else 1."""
+    import os
+
+    if threads:
+        return threads
+    raw = os.environ.get("NL2CODE_THREADS", "").strip()
+    if not raw:
+        return DEFAULT_THREADS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_THREADS:
+        raise UsageError(f"NL2CODE_THREADS={raw!r}: give a whole number of threads from 1 to {MAX_THREADS}")
+    return int(raw)

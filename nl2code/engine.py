@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from nl2code import slots
-from nl2code.config import DecodeConfig
 from nl2code.budget import CostMeter, Deadline
+from nl2code.config import DecodeConfig, inference_threads
 from nl2code.errors import NoParseableCandidate, UsageError
+from nl2code.languages import REGISTRY, canonical_lang
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
-from nl2code.syntax import canonical_lang
 
 MAX_INTENT_CHARS = 10_000
 BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_width)
@@ -130,8 +130,8 @@ class Generator:
         from nl2code.model import for_inference, resolve_precision
 
         precision = resolve_precision(precision)  # a bad value fails before the model loads
-        if threads:
-            torch.set_num_threads(threads)
+        # threads: the argument, else NL2CODE_THREADS, else 1 (benchmarks/threads.md)
+        torch.set_num_threads(inference_threads(threads))
         path = resolve_model(path)  # a folder, a user's model name, or None: the default
         model, cfg, tok, meta = load_model(path)
         runner, precision = for_inference(model, precision)
@@ -246,7 +246,7 @@ class Generator:
                 # for (`str_0`): never offered
                 f["parses"] = False
             cands.append(Candidate(code, lang, score(f, self.rerank_for(lang)), h.logprob, f["parses"], f, f["danger"]))
-            if h.finished and not f["parses"] and lang == "python":
+            if h.finished and not f["parses"] and REGISTRY[lang].repair:
                 cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
         if self.augment is not None and (deadline is None or deadline.allows(self.augment_cost.estimate)):
             with self._lock, self.augment_cost.measure():

@@ -102,7 +102,7 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def run_model(gen, data: list[Example], lang: str, n: int = 5, beam: int = 5,
+def run_model(gen, data: list[Example], lang: str, beam: int = 5,
               progress: Callable[[], None] | None = None) -> list[Row]:
     rows = []
     for ex in data:

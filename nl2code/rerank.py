@@ -2,15 +2,15 @@
 
 Syntax is a filter, then a feature. Among parsing candidates the score combines the
 length-normalised log-probability, slot coverage (every placeholder from the intent used,
-none invented) and the destructive-command flag (flagged bash goes last).
+none invented) and the destructive-action flag (nl2code.safety: a flagged candidate goes last).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from nl2code import safety, slots, syntax
+from nl2code import languages, safety, slots, syntax
 
 
 @dataclass
@@ -27,15 +27,39 @@ class RerankConfig:
     danger_penalty: float = 100.0
 
 
-@dataclass
+@dataclass(init=False)
 class Candidate:
+    """One answer. Whether it parses and what it may destroy live once, in features
+    ("parses", "danger"); the attributes of the same names read them."""
+
     code: str
     lang: str
     score: float
     logprob: float
-    parses: bool
-    features: dict[str, Any] = field(default_factory=dict)
-    danger: list[str] = field(default_factory=list)
+    features: dict[str, Any]
+
+    def __init__(self, code: str, lang: str, score: float, logprob: float, parses: bool = True,
+                 features: dict[str, Any] | None = None, danger: list[str] | None = None):
+        self.code, self.lang, self.score, self.logprob = code, lang, score, logprob
+        self.features = features if features is not None else {}
+        self.features["parses"] = bool(parses)
+        self.features["danger"] = list(danger) if danger is not None else list(self.features.get("danger", []))
+
+    @property
+    def parses(self) -> bool:
+        return self.features["parses"]
+
+    @parses.setter
+    def parses(self, value: bool) -> None:
+        self.features["parses"] = bool(value)
+
+    @property
+    def danger(self) -> list[str]:
+        return self.features["danger"]
+
+    @danger.setter
+    def danger(self, value: list[str]) -> None:
+        self.features["danger"] = list(value)
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "score": round(self.score, 4), "logprob": round(self.logprob, 4),
@@ -57,7 +81,7 @@ def features(canon_code: str, n_tokens: int, logprob: float, norm_score: float,
         "invented": len(used - intent_placeholders),
         "parses": result.ok,
         "errors": len(result.errors),
-        "danger": safety.dangers(code) if lang == "bash" else [],
+        "danger": safety.dangers(code, lang) if languages.get(lang).danger_check else [],
         "retrieved": False,
         "similarity": 0.0,
         "reconstruction": None,

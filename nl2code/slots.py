@@ -16,12 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-MAX_SLOTS = 10
-VAR_PREFIX = "var_"
-STR_PREFIX = "str_"
-PLACEHOLDERS = [f"{VAR_PREFIX}{i}" for i in range(MAX_SLOTS)] + [
-    f"{STR_PREFIX}{i}" for i in range(MAX_SLOTS)
-]
+from nl2code.languages import MAX_SLOTS, PLACEHOLDERS, REGISTRY  # noqa: F401  (PLACEHOLDERS: read here too)
 
 # `value` in backticks; a value never spans lines.
 _BACKTICK = re.compile(r"`([^`\n]+)`")
@@ -147,11 +142,6 @@ def open_string_at(code: str, stop: int | None = None) -> bool:
             return bool(end.value)
 
 
-def _inside_string(code: str, pos: int) -> bool:
-    """True when position pos of code lies inside a Python/shell string literal."""
-    return open_string_at(code, pos)
-
-
 def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
     """Put slot values back in place of their placeholders.
 
@@ -162,6 +152,8 @@ def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
     write a file name, so bash is left alone.)
     """
     table = {s.placeholder: s for s in slots}
+    known = REGISTRY.get(lang)
+    quote_bare = known is not None and known.quote_slots
     pieces: list[str] = []
     last = 0
     for m in _PLACEHOLDER.finditer(code):
@@ -170,7 +162,7 @@ def restore(code: str, slots: list[Slot], lang: str = "python") -> str:
             continue
         pieces.append(code[last : m.start()])
         value = slot.value
-        if lang == "python" and _needs_quotes(slot) and not _inside_string(code, m.start()):
+        if quote_bare and _needs_quotes(slot) and not open_string_at(code, m.start()):
             q = '"' if (slot.quote or "'") in value else (slot.quote or "'")
             value = f"{q}{value}{q}"
         pieces.append(value)

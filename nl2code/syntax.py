@@ -3,7 +3,7 @@
 tree-sitter-python accepts some invalid Python (missing indentation after `def f():`,
 `print 'x'`), so for Python a snippet parses only when tree-sitter finds no ERROR/MISSING
 node *and* `compile(..., PyCF_ONLY_AST)` accepts it: a returned snippet is one Python
-itself accepts. Adding a language is one registry line plus its grammar wheel.
+itself accepts. Adding a language is one line in nl2code/languages.py plus its grammar wheel.
 """
 
 from __future__ import annotations
@@ -15,24 +15,12 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from nl2code import languages
 from nl2code.errors import UsageError
+from nl2code.languages import canonical_lang  # noqa: F401  (callers import it from here too)
 
-# language name -> grammar module (each exposes language())
-GRAMMARS = {
-    "python": "tree_sitter_python",
-    "bash": "tree_sitter_bash",
-    "javascript": "tree_sitter_javascript",
-}
-ALIASES = {"py": "python", "python3": "python", "sh": "bash", "shell": "bash",
-           "shellscript": "bash", "zsh": "bash", "js": "javascript"}
-
-
-def canonical_lang(lang: str) -> str:
-    name = ALIASES.get(lang.lower(), lang.lower())
-    if name not in GRAMMARS:
-        known = ", ".join(sorted(GRAMMARS))
-        raise UsageError(f"unknown language {lang!r}: choose one of {known}")
-    return name
+# language name -> grammar module (each exposes language()), from the registry
+GRAMMARS = {name: lang.grammar for name, lang in languages.REGISTRY.items()}
 
 
 @dataclass(frozen=True)
@@ -97,7 +85,7 @@ def check(code: str, lang: str = "python") -> CheckResult:
         return CheckResult(False, [SyntaxIssue(1, code.index("\x00"), "NUL byte")])
     tree = _parser(lang).parse(code.encode("utf-8", "surrogatepass"))
     errors = _tree_errors(tree.root_node) if tree.root_node.has_error else []
-    if not errors and lang == "python":
+    if not errors and languages.REGISTRY[lang].compile_check:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -2,7 +2,7 @@
 
 sentencepiece's defaults break code (they NFKC-fold, collapse runs of spaces, add a dummy
 prefix). The settings below were measured here to round-trip indentation, tabs, CRLF,
-emoji and CJK byte-for-byte (../shared/TOOLCHAIN.md). Source and target share one
+emoji and CJK byte-for-byte (tests/test_tokenizer.py). Source and target share one
 vocabulary; language tags (`<python>`) and slot placeholders (`var_0`) are single pieces.
 """
 
@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nl2code.errors import CheckpointError, DataError
-from nl2code.slots import PLACEHOLDERS
+from nl2code.languages import BOS, EOS, LANG_TAGS, LANGUAGES, PAD, PLACEHOLDERS, UNK
 
+__all__ = ["BOS", "EOS", "LANGUAGES", "PAD", "UNK", "TOKENIZER_VERSION", "Tokenizer"]
+
+# The settings below (and the pieces named in user_defined_symbols) as one number: saved with
+# every model (config.json "tokenizer_version") and checked when it loads.
 TOKENIZER_VERSION = 1
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
-LANGUAGES = ("python", "bash", "javascript")
-LANG_TAGS = [f"<{lang}>" for lang in LANGUAGES]
 # Whitespace runs that code is made of; spaces are written as U+2581 for sentencepiece.
 _WS_SYMBOLS = ["\n", "\t", "\r"] + ["\u2581" * n for n in (2, 4, 8, 12, 16)]
 _META = "\u2581"  # sentencepiece's whitespace symbol
@@ -98,9 +99,6 @@ class Tokenizer:
             if part:
                 ids.extend(self.sp.EncodeAsIds(part))
         return ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (PAD, BOS, EOS)]

@@ -1,6 +1,6 @@
 """Shared fixtures: a toy corpus and a tiny model trained on it in seconds.
 
-The toy corpus is written here (never copied from ../shared/data). The tiny model is
+The toy corpus is written here (never copied from the real corpora). The tiny model is
 trained once per test session and reused read-only by every test that needs a model.
 """
 

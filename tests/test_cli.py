@@ -228,6 +228,16 @@ def test_num_above_beam_widens_the_beam(run):
     assert json.loads(run("--json", "-n", "3", "-b", "3", SORT).stdout) == json.loads(result.stdout)
 
 
+def test_lang_offers_only_the_models_languages(run, tiny_model):
+    """-l choices come from the loaded model's config, not from every language nl2code knows."""
+    known = json.loads((tiny_model / "config.json").read_text())["meta"]["languages"]
+    assert "javascript" not in known
+    line = one_line_error(run("-l", "cobol", SORT), match="unknown language")
+    assert line.endswith("choose one of " + ", ".join(sorted(known)))
+    line = one_line_error(run("-l", "js", SORT), match="not trained for javascript")
+    assert line.endswith("it knows " + ", ".join(known))
+
+
 @pytest.mark.parametrize("args", [["-n", "0", SORT], ["-n", "21", SORT], ["-b", "0", SORT],
                                   ["-b", "33", SORT], ["--no-such-flag", SORT], ["-n", "many", SORT]])
 def test_bad_option_values_exit_2(run, args):
@@ -443,6 +453,20 @@ def test_model_info(tiny_model):
     assert json.loads(f32.stdout)["precision"] == "float32"
     text = runner.invoke(app, ["model", "info"], env={"NL2CODE_MODEL": str(tiny_model)})
     assert text.exit_code == 0 and "d_model" in text.stdout
+
+
+def test_model_info_shows_package_notes(tiny_model, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "pkg"
+    r = runner.invoke(app, ["model", "package", str(tiny_model), "--out", str(out), "--meta", 'note="my first model"',
+                            "--meta", "version=3"])
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(runner.invoke(app, ["model", "info", "-m", str(out), "--json"]).stdout)
+    assert info["notes"] == {"note": "my first model", "version": 3}
+    text = runner.invoke(app, ["model", "info", "-m", str(out)]).stdout
+    assert "my first model" in text
+    plain = json.loads(runner.invoke(app, ["model", "info", "-m", str(tiny_model), "--json"]).stdout)
+    assert plain["notes"] == {}  # a model straight from training has none
 
 
 def test_model_info_corrupted(tiny_model, tmp_path):

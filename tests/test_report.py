@@ -406,6 +406,7 @@ def test_cli_resume_logs_a_resumed_event(tmp_path):
         steps_ = "6" if not extra else "12"
         r = runner.invoke(app, ["train", str(cfg), "--corpus", str(corpus), "--out", str(out), "--max-steps", steps_, *extra])
         assert r.exit_code == 0, r.stderr
+        assert ("resumed from step 6" in r.stderr) == bool(extra), r.stderr
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"event": "resumed", "step": 6} in events
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 4, 6, 8, 10, 12]

@@ -1,6 +1,6 @@
 """tldr pages, documentation pages, free-form variants and the execution-suite leak guard.
 
-Fixtures are written here in the sources' formats (never copied from ../shared/data).
+Fixtures are written here in the sources' formats (never copied from the real corpora).
 """
 
 from __future__ import annotations

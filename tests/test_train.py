@@ -248,3 +248,31 @@ def test_torchrun_two_processes(corpus, tmp_path):
     checkpoint.verify(out / "last")
     model, cfg, tok, meta = checkpoint.load_model(out / "best")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_max_minutes_counts_this_invocation(monkeypatch):
+    """A resumed run gets max_minutes of its own (before, a resumed run with the same config
+    stopped after one step); progress.elapsed keeps counting the whole run."""
+    from nl2code import train as train_mod
+    from nl2code.config import TrainConfig
+
+    clock = [1000.0]
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
+    run = train_mod.Run.__new__(train_mod.Run)
+    run.cfg, run.started, run.elapsed_before = TrainConfig(max_minutes=2), clock[0], 120.0
+    run.progress = train_mod.Progress(elapsed=120.0)
+    assert not run.out_of_time()  # 2 minutes were used by the first invocation
+    clock[0] += 119
+    run.tick()
+    assert not run.out_of_time() and run.progress.elapsed == 239.0
+    clock[0] += 1
+    assert run.out_of_time()
+    run.cfg = TrainConfig(max_minutes=0)
+    assert not run.out_of_time()  # 0: no limit
+
+
+def test_progress_round_trips_and_ignores_unknown_keys():
+    from nl2code.trainrun import Progress
+
+    p = Progress(step=5, epoch=1, batch=2, best=3.5, bad_evals=1, elapsed=9.0, tokens=100)
+    assert Progress.from_dict({**p.as_dict(), "future": 1}) == p

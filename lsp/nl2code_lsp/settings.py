@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nl2code.errors import UsageError
-from nl2code.syntax import canonical_lang
+from nl2code.languages import canonical_lang
 
 SECTION = "nl2code"
 

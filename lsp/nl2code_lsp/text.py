@@ -10,23 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nl2code.errors import UsageError
-from nl2code.syntax import canonical_lang
+from nl2code.languages import REGISTRY, canonical_lang
 
 MAX_INTENT_LINES = 20  # a code action over more comment lines than this is not an intent
 
 
 @dataclass(frozen=True)
 class LangSpec:
-    name: str  # nl2code's language name (nl2code.syntax.canonical_lang)
+    name: str  # nl2code's language name (nl2code.languages)
     comment: str  # line-comment prefix
     not_intents: tuple[str, ...] = ()  # comment openings that are never intents
 
 
-# Adding a language: one line here, and the model must have been trained for it.
-LANGUAGES = {
-    "python": LangSpec("python", "#", ("#!", "# -*-", "# type:", "# noqa", "# pragma", "# fmt:")),
-    "bash": LangSpec("bash", "#", ("#!", "# shellcheck")),
-}
+# from nl2code.languages (adding a language is one line there; the model must know it)
+LANGUAGES = {name: LangSpec(name, lang.comment, lang.not_intents) for name, lang in REGISTRY.items()}
 
 
 def language_for(language_id: str | None, enabled: tuple[str, ...]) -> LangSpec | None:

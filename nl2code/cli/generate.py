@@ -27,7 +27,10 @@ def _print_code(code: str, lang: str, tty: bool) -> None:
     from rich.console import Console
     from rich.syntax import Syntax
 
-    Console().print(Syntax(code, "python" if lang == "python" else "bash", theme="ansi_dark",
+    from nl2code.languages import lookup
+
+    known = lookup(lang)
+    Console().print(Syntax(code, known.lexer if known else "text", theme="ansi_dark",
                            background_color="default", word_wrap=True))
 
 
@@ -60,12 +63,22 @@ def _warn_danger(cands) -> None:
             break
 
 
+def _model_lang(lang: str, model: Optional[Path]) -> str:
+    """The canonical name of -l, refused unless the model (-m, else the default) knows it."""
+    from nl2code.checkpoint import trained_languages
+    from nl2code.languages import canonical_lang
+    from nl2code.paths import resolve_model
+
+    return canonical_lang(lang, trained_languages(resolve_model(model)))
+
+
 @app.command("generate", hidden=True)
 @guarded
 def generate(
     intent: Optional[str] = typer.Argument(None, help="What the code should do ('-' or none: read stdin)."),
     num: int = typer.Option(1, "-n", "--num", min=1, max=20, help="Candidates to print."),
-    lang: str = typer.Option("python", "-l", "--lang", help="Target language: python, bash."),
+    lang: str = typer.Option("python", "-l", "--lang",
+                             help="Target language, one the model was trained on (the bundled one: python, bash)."),
     beam: int = typer.Option(5, "-b", "--beam", min=1, max=32, help="Beam size (widened to -n when smaller)."),
     model: Optional[Path] = typer.Option(None, "-m", "--model", envvar="NL2CODE_MODEL",
                                          help="Model folder (default: the bundled model)."),
@@ -91,9 +104,7 @@ def generate(
         if not explain and not max_latency_ms and _via_server(text, lang, num, beam, model, precision,
                                                               as_json, no_log):
             return
-    from nl2code.syntax import canonical_lang
-
-    lang_c = canonical_lang(lang)
+    lang_c = _model_lang(lang, model)  # only the languages this model was trained on
     if batch:
         if intent not in (None, "-"):
             raise UsageError("--batch reads intents from stdin; do not pass an intent argument")

@@ -96,12 +96,14 @@ def train_cmd(
         if rec["event"] == "step":
             left = ""
             if tcfg.max_minutes:
-                left = f"  ETA {max(tcfg.max_minutes * 60 - rec['elapsed'], 0) / 60:.0f} min"
+                left = f"  ETA {max(tcfg.max_minutes * 60 - rec.get('session', rec['elapsed']), 0) / 60:.0f} min"
             console.print(f"step {rec['step']:>6}  loss {rec['loss']:.3f}  "
                           f"{rec['tok_per_s']:,.0f} tok/s{left}", markup=False)
         elif rec["event"] == "eval":
             console.print(f"eval at step {rec['step']}: dev loss {rec['dev_loss']:.3f}  "
                           f"dev BLEU {rec['dev_bleu']:.2f}  (best {rec['best']:.2f})", markup=False)
+        elif rec["event"] == "resumed":
+            console.print(f"resumed from step {rec['step']}", markup=False)
         else:
             console.print(f"{rec['event']} at step {rec.get('step')}", markup=False)
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
-from nl2code.syntax import ALIASES
-from nl2code.tokenizer import LANGUAGES
+from nl2code.languages import ALIASES, LANGUAGES
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
 MAX_JSON_FILE_BYTES = 256_000_000  # a CoNaLa JSON file is parsed whole: bounded before reading

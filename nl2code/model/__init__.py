@@ -31,14 +31,14 @@ def build_model(cfg: ModelConfig):
     raise UsageError(f"unknown architecture {cfg.arch!r}: use transformer or rnn")
 
 
-PRECISIONS = ("auto", "int8", "float32")
+PRECISIONS = ("float32", "int8")  # what the inference form computes in (nl2code/model/fast.py)
 
 
 def resolve_precision(precision: str | None = None) -> str:
     """Explicit value, else NL2CODE_PRECISION, else auto: int8 where PyTorch can run it."""
     value = (precision or os.environ.get("NL2CODE_PRECISION") or "auto").strip().lower()
-    if value not in PRECISIONS:
-        raise UsageError(f"unknown precision {value!r}: use {', '.join(PRECISIONS)}")
+    if value != "auto" and value not in PRECISIONS:
+        raise UsageError(f"unknown precision {value!r}: use auto, {', '.join(reversed(PRECISIONS))}")
     if value == "auto":
         from nl2code.model.fast import available_precisions
 

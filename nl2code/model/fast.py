@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nl2code.errors import UsageError
-
-PRECISIONS = ("float32", "int8")
+from nl2code.model import PRECISIONS
 
 
 def int8_available() -> bool:
