@@ -83,7 +83,7 @@ def test_disk_full_during_save_keeps_last_and_resume_continues(tmp_path, where):
     last = out / "last"
     checkpoint.verify(last)  # the step-2 checkpoint, intact
     assert checkpoint.load_config(last)[1]["step"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["best", "last"]  # no temp folders
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.jsonl"]  # no temp folders
 
     records: list[dict] = []
     best = train(*tiny_configs(corpus, out, **RUN), resume=True, log=records.append)
