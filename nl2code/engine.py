@@ -196,9 +196,7 @@ class Generator:
         from nl2code.tokenizer import PAD
         from nl2code.viability import Guide
 
-        lang = canonical_lang(lang)
-        if lang not in self.languages:
-            raise UsageError(f"this model was not trained for {lang}: it knows {', '.join(self.languages)}")
+        lang = canonical_lang(lang, self.languages)  # only the languages this model was trained on
         cfg = self.decode_config(n, beam, config, max_latency_ms)
         deadline = Deadline(cfg.max_latency_ms, self.clock) if cfg.max_latency_ms else None
         self.last_deadline = deadline

@@ -92,7 +92,7 @@ def test_disk_full_during_save_keeps_last_and_resume_continues(tmp_path, where):
     checkpoint.verify(last)
     checkpoint.verify(best)
     assert checkpoint.load_config(last)[1]["step"] == 6
-    assert sorted(p.name for p in out.iterdir()) == ["best", "last"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "log.jsonl"]
 
 
 # -- hostile corpus files -----------------------------------------------------------------

@@ -151,7 +151,7 @@ class BlockingGenerator:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def generate(self, intent, lang, n, beam):
+    def generate(self, intent, lang, n, beam, max_latency_ms=0):
         self.calls.append(intent)
         self.started.set()
         self.release.wait(10)

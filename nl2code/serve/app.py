@@ -152,7 +152,7 @@ def answer(gen, intent: str, lang: str, n: int, beam: int) -> tuple[dict[str, An
     from nl2code.engine import clean_intent
     from nl2code.syntax import canonical_lang
 
-    lang = canonical_lang(lang)
+    lang = canonical_lang(lang, gen.languages)  # the error names this model's languages, as the CLI's does
     text = clean_intent(intent)
     try:
         cands = [c.to_dict() for c in gen.generate(text, lang, n=n, beam=beam)]
