@@ -34,21 +34,21 @@ class Variant:
     def __init__(self, gen, clock=None, **changes):
         self.gen, self.changes, self.clock = gen, changes, clock
 
-    def generate_batch(self, intents, lang="python", n=5, config=None, **kw):
+    def candidates(self, intent, lang="python", beam=None, config=None):
+        """The engine's candidates() with this variant's config changes and clock."""
         from nl2code.config import DecodeConfig
 
-        config = dataclasses.replace(config or DecodeConfig(), **self.changes)
+        width = beam or 5
+        config = dataclasses.replace(config or DecodeConfig(beam_size=width, n_best=width), **self.changes)
         saved = self.gen.clock
         self.gen.clock = self.clock or saved
         try:
-            return self.gen.generate_batch(intents, lang, n, config, **kw)
+            return self.gen.candidates(intent, lang, config=config)
         finally:
             self.gen.clock = saved
 
     def generate(self, intent, lang="python", n=5):
-        from nl2code.config import DecodeConfig
-
-        return self.generate_batch([intent], lang, n, DecodeConfig(**self.changes))[0]
+        return self.candidates(intent, lang, beam=max(5, n)).best(n)
 
 
 def variants(gen, budgets: list[float], cpu_clock: bool = False, budget_only: bool = False) -> dict[str, Variant]:
