@@ -54,7 +54,7 @@ class Variant:
 def variants(gen, budgets: list[float], cpu_clock: bool = False, budget_only: bool = False) -> dict[str, Variant]:
     """cpu_clock: budgets count this thread's CPU time (time.thread_time) instead of wall
     time, which on a loaded machine approximates what the budget buys on an idle one."""
-    out = {} if budget_only else {"pruned": Variant(gen), "unpruned": Variant(gen, prune=False)}
+    out = {} if budget_only else {"pruned": Variant(gen, prune=True), "unpruned": Variant(gen, prune=False)}
     clock, tag = (time.thread_time, " (CPU clock)") if cpu_clock else (None, "")
     out.update({f"budget {b:g} ms{tag}": Variant(gen, clock, max_latency_ms=b) for b in budgets})
     return out

@@ -28,6 +28,7 @@ from nl2code.languages import REGISTRY, canonical_lang
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
 from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
+from nl2code.safety import asked_for
 
 MAX_INTENT_CHARS = 10_000
 BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_width)
@@ -249,6 +250,10 @@ class Generator:
         if self.augment is not None and (deadline is None or deadline.allows(self.augment_cost.estimate)):
             with self._lock, self.augment_cost.measure():
                 self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
+        for c in cands:  # destructive candidates rank last unless the intent asks for what they do
+            if c.danger:
+                c.features["danger_asked"] = asked_for(c.danger, text)
+                c.score = score(c.features, self.rerank_for(lang))
         # parsing candidates best first, then the others
         ranked = rerank(cands) + [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
         return Candidates(text, lang, ranked)

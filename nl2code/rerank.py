@@ -96,7 +96,7 @@ def score(f: dict[str, Any], cfg: RerankConfig) -> float:
          + cfg.w_reconstruction * (f.get("reconstruction") or 0.0)
          + (cfg.w_retrieved + cfg.w_similarity * f.get("similarity", 0.0)) * f.get("retrieved", False)
          - cfg.w_api * len(f.get("api_problems", ())))
-    if f["danger"]:
+    if f["danger"] and not f.get("danger_asked"):  # last, unless the intent asked for it
         s -= cfg.danger_penalty
     return s
 

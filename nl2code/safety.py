@@ -60,6 +60,33 @@ _WRAPPERS = {"sudo": {"-u", "-g", "-C", "-p"}, "doas": {"-u"}, "nohup": set(), "
 _MAX_DEPTH = 4  # sh -c 'sh -c "..."' nesting judged
 
 
+# What an intent must say for a flagged candidate to be what was asked for (word stems): a
+# candidate that deletes files answers "delete all .tmp files" and keeps its flag (and the
+# warning), but is not ranked last for it. Wiping / or a disk, system files, fork bombs and
+# piping downloads into a shell are never "asked for".
+_ASKED = {
+    DELETES: ("delet", "remov", "eras", "rm", "clean", "purg", "wip", "unlink", "discard", "prun",
+              "get rid", "rmdir", "shred"),
+    OVERWRITES: ("writ", "sav", "stor", "overwrit", "replac", "redirect", "output", "dump", "truncat",
+                 "empt", "creat", "put", "edit", "chang", "modif", "substitut", "updat", "insert",
+                 "append", "copy", "log", "record", "print", "export"),
+    SHUTDOWN: ("shut", "reboot", "restart", "halt", "power off", "poweroff"),
+}
+_INTENT_WORD = re.compile(r"[a-z]+(?: (?:off|rid))?")
+
+
+def asked_for(reasons: list[str], intent: str) -> bool:
+    """Whether every danger reason is something the intent asks for (see _ASKED)."""
+    if not reasons:
+        return True
+    words = _INTENT_WORD.findall(intent.lower())
+    for reason in reasons:
+        stems = _ASKED.get(reason)
+        if not stems or not any(w.startswith(st) or w == st for w in words for st in stems):
+            return False
+    return True
+
+
 def dangers(code: str, lang: str = "bash") -> list[str]:
     """What code would destroy, as short reasons (empty when nothing)."""
     if lang == "python":

@@ -127,3 +127,25 @@ def test_flagged_candidates_rank_last(lang, dangerous, harmless):
     assert [c.code for c in ranked] == [harmless, dangerous]
     assert ranked[1].danger and not ranked[0].danger
     assert ranked[1].features["danger"] is ranked[1].danger  # stored once
+
+
+@pytest.mark.parametrize("code,lang,intent,asked", [
+    ("find . -name '*.tmp' -delete", "bash", "delete all .tmp files below this folder", True),
+    ("find . -name '*.tmp' -delete", "bash", "list all .tmp files below this folder", False),
+    ("ls -la > listing.txt", "bash", "save the listing of this folder to listing.txt", True),
+    ("ls -la > listing.txt", "bash", "show the files in this folder", False),
+    ("os.remove('tmp.txt')", "python", "remove file 'tmp.txt'", True),
+    ("rm -rf /", "bash", "delete everything", False),  # never asked for
+    ("shutdown -h now", "bash", "shut down the machine now", True),
+])
+def test_a_destructive_candidate_is_not_ranked_last_when_the_intent_asks_for_it(code, lang, intent, asked):
+    from nl2code.rerank import RerankConfig, score
+    from nl2code.safety import asked_for, dangers
+
+    reasons = dangers(code, lang)
+    assert reasons  # still flagged (and warned about) either way
+    assert asked_for(reasons, intent) is asked
+    f = {"norm_logprob": -1.0, "coverage": 1.0, "invented": 0, "log_length": 1.0, "danger": reasons,
+         "danger_asked": asked_for(reasons, intent)}
+    cfg = RerankConfig()
+    assert (score(f, cfg) < -50) is (not asked)

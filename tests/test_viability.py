@@ -245,7 +245,7 @@ def test_prune_config_validation():
     from nl2code.errors import UsageError
 
     with pytest.raises(UsageError, match="prune"):
-        DecodeConfig(strategy="greedy", n_best=1, prune=False).validate()
+        DecodeConfig(strategy="greedy", n_best=1, prune=True).validate()
     for bad in (-1, float("nan"), 1e12, True, "5"):
         with pytest.raises(UsageError, match="max_latency_ms"):
             DecodeConfig(max_latency_ms=bad).validate()
