@@ -113,11 +113,6 @@ def main() -> None:
     ap.add_argument("--cache", default="", help="pickle of the collected candidates: written, or read if it exists")
     args = ap.parse_args()
 
-    from nl2code import evaluate as ev
-    from nl2code import execsuite
-    from nl2code.engine import Generator
-    from nl2code.rerank import RerankConfig
-
     t0 = time.time()
     import pickle
 

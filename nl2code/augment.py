@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from nl2code import slots
 
 RETRIEVE_K = 3
 

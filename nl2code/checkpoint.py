@@ -20,7 +20,7 @@ from nl2code import safefs
 from nl2code.config import ModelConfig, from_dict, to_dict
 from nl2code.errors import CheckpointError, UsageError
 from nl2code.tokenizer import TOKENIZER_VERSION
-from nl2code.weights import _check_tensor, model_from_weights  # noqa: F401  (tests read _check_tensor here)
+from nl2code.weights import model_from_weights  # noqa: F401  (callers import it from here)
 
 FORMAT = "nl2code-model/1"
 WEIGHTS, CONFIG, TOKENIZER, MANIFEST = "model.safetensors", "config.json", "tokenizer.model", "manifest.json"

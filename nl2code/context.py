@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 from nl2code import slots
+from nl2code.retrieval import similarity
 
 NEAR_DUP = 0.8
 STORE_K = 3  # neighbours stored per corpus pair (a model uses its first context_k)
@@ -53,8 +54,6 @@ def source_ids(tok, src_ids: list[int], context: list[str], lang: str, k: int, m
 
 
 def near_duplicate(hit, intent: str, code: str) -> bool:
-    from nl2code.retrieval import similarity
-
     if hit.code.strip() == code.strip():
         return True
     return similarity(hit.intent, intent) >= NEAR_DUP or similarity(hit.code, code) >= NEAR_DUP

@@ -21,7 +21,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from nl2code.errors import UsageError
 from nl2code.paths import home

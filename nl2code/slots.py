@@ -16,7 +16,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from nl2code.languages import MAX_SLOTS, PLACEHOLDERS, REGISTRY  # noqa: F401  (PLACEHOLDERS: read here too)
+from nl2code.languages import MAX_SLOTS, REGISTRY
 
 # `value` in backticks; a value never spans lines.
 _BACKTICK = re.compile(r"`([^`\n]+)`")

@@ -171,20 +171,21 @@ SOURCE_RULES = {
 GUARD_RULES = {"kind": _str, "path": _str, "optional": lambda v: None if isinstance(v, bool) else "must be true or false"}
 
 
-def source_problem(entry: dict[str, Any]) -> str | None:
-    """Why a recipe's [[source]] table has a bad value ("key = value: why"), or None."""
+def _entry_problem(entry: dict[str, Any], rules: dict) -> str | None:
+    """Why a recipe table has a bad value ("key = value: why"), or None."""
     for key, value in entry.items():
-        rule = SOURCE_RULES.get(key)
+        rule = rules.get(key)
         problem = rule(value) if rule else None
         if problem:
             return f"{key} = {value!r}: {problem}"
     return None
+
+
+def source_problem(entry: dict[str, Any]) -> str | None:
+    """Why a recipe's [[source]] table has a bad value, or None."""
+    return _entry_problem(entry, SOURCE_RULES)
 
 
 def guard_problem(entry: dict[str, Any]) -> str | None:
-    for key, value in entry.items():
-        rule = GUARD_RULES.get(key)
-        problem = rule(value) if rule else None
-        if problem:
-            return f"{key} = {value!r}: {problem}"
-    return None
+    """Why a recipe's [[leak_guard]] table has a bad value, or None."""
+    return _entry_problem(entry, GUARD_RULES)

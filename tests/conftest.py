@@ -79,8 +79,6 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def code_env(**extra) -> dict:
     """The environment for a child that imports the same nl2code (and nl2code_lsp) as we do."""
-    import sys
-
     import nl2code
 
     root = Path(nl2code.__file__).resolve().parents[1]

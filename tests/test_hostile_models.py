@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import cli, run_limited
-from nl2code import checkpoint
+from nl2code import weights
 from nl2code.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS, load_model, sha256_file, verify
 from nl2code.errors import CheckpointError
 
@@ -162,12 +162,12 @@ def test_nan_weights_are_refused(folder):
 
 def test_check_tensor_is_the_one_dtype_gate():
     """The single function a later float16-on-disk format extends."""
-    checkpoint._check_tensor("w", torch.zeros(2, 3), (2, 3), {"float32"})
+    weights._check_tensor("w", torch.zeros(2, 3), (2, 3), {"float32"})
     with pytest.raises(CheckpointError, match="float16"):
-        checkpoint._check_tensor("w", torch.zeros(2, 3, dtype=torch.float16), (2, 3), {"float32"})
-    checkpoint._check_tensor("w", torch.zeros(2, 3, dtype=torch.float16), (2, 3), {"float32", "float16"})
+        weights._check_tensor("w", torch.zeros(2, 3, dtype=torch.float16), (2, 3), {"float32"})
+    weights._check_tensor("w", torch.zeros(2, 3, dtype=torch.float16), (2, 3), {"float32", "float16"})
     with pytest.raises(CheckpointError, match="shape"):
-        checkpoint._check_tensor("w", torch.zeros(3, 2), (2, 3), {"float32"})
+        weights._check_tensor("w", torch.zeros(3, 2), (2, 3), {"float32"})
 
 
 def test_the_bundled_model_still_loads():

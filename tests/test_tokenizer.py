@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nl2code.errors import CheckpointError, DataError
-from nl2code.slots import PLACEHOLDERS
+from nl2code.languages import PLACEHOLDERS
 from nl2code.tokenizer import LANG_TAGS, Tokenizer
 
 CODE = [
