@@ -44,18 +44,23 @@ def collect(gen, items: list[tuple[str, str]]) -> list[list[dict]]:
     return out
 
 
-def pick(cands: list[dict], cfg, use_retrieved: bool):
+def ranked(cands: list[dict], cfg, use_retrieved: bool) -> list[dict]:
+    """The candidates in the order this rerank config puts them (stable on ties)."""
     from nl2code.rerank import score
 
-    best, best_s = None, None
-    for c in cands:
+    keyed = []
+    for i, c in enumerate(cands):
         if c["f"].get("retrieved") and not use_retrieved:
             continue
         f = dict(c["f"], danger=["x"] if c["danger"] else [])
-        s = score(f, cfg)
-        if best is None or s > best_s:
-            best, best_s = c, s
-    return best
+        keyed.append((-score(f, cfg), i, c))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [c for _, _, c in keyed]
+
+
+def pick(cands: list[dict], cfg, use_retrieved: bool):
+    order = ranked(cands, cfg, use_retrieved)
+    return order[0] if order else None
 
 
 def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
@@ -83,15 +88,33 @@ def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
             out[f"exec_pass@1_{subset}"] = round(100 * ok / max(n, 1), 1)
         for style in ("free", "conala"):
             for lang in ("python", "bash"):
-                ok = n = 0
+                ok = ok5 = n = 0
                 for case, cands in zip(data["exec"]["cases"], data["exec"]["cands"]):
                     if case["style"] != style or case["lang"] != lang:
                         continue
                     n += 1
-                    best = pick(cands, cfg, use_retrieved)
-                    ok += bool(best and data["exec"]["passed"].get(f'{case["id"]}\0{best["code"]}', False))
+                    top = [data["exec"]["passed"].get(f'{case["id"]}\0{c["code"]}', False)
+                           for c in ranked(cands, cfg, use_retrieved)[:5]]
+                    ok += bool(top and top[0])
+                    ok5 += any(top)
                 out[f"exec_{lang}_{style}"] = round(100 * ok / max(n, 1), 1)
+                out[f"exec5_{lang}_{style}"] = round(100 * ok5 / max(n, 1), 1)
+                out[f"n_{lang}_{style}"] = n
     return out
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Dev BLEU, exec pass@1 and pass@5 overall, and pass@1 / pass@5 per language and style."""
+    head = ["CoNaLa dev BLEU", "NL2Bash dev BLEU", "exec pass@1", "pass@5", "pass@1 clean",
+            "py free", "py CoNaLa-style", "bash free", "bash CoNaLa-style"]
+    lines = ["| system | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(head)]
+    for r in rows:
+        cells = [r.get("conala_bleu", ""), r.get("nl2bash_bleu", ""), r.get("exec_pass@1_all", ""),
+                 r.get("exec_pass@5_all", ""), r.get("exec_pass@1_clean", "")]
+        cells += [f'{r.get(f"exec_{k}", "")} / {r.get(f"exec5_{k}", "")}'
+                  for k in ("python_free", "python_conala", "bash_free", "bash_conala")]
+        lines.append(f"| {r['system']} | " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def objective(m: dict) -> float:
@@ -196,10 +219,14 @@ def fit(args, data, model_path, leaked, t0):
             m[lang] = evaluate(cfgs[lang], use_retrieved, only(data, lang))
         merged = {**{k: v for k, v in m["python"].items() if not k.startswith("exec")},
                   **{k: v for k, v in m["bash"].items() if not k.startswith("exec")}}
-        for k in ("exec_python_free", "exec_python_conala"):
-            merged[k] = m["python"][k]
-        for k in ("exec_bash_free", "exec_bash_conala"):
-            merged[k] = m["bash"][k]
+        for lang in ("python", "bash"):
+            for style in ("free", "conala"):
+                for k in (f"exec_{lang}_{style}", f"exec5_{lang}_{style}"):
+                    merged[k] = m[lang][k]
+        n5 = sum(m[lang][f"n_{lang}_{style}"] for lang in ("python", "bash") for style in ("free", "conala"))
+        merged["exec_pass@5_all"] = round(sum(m[lang][f"exec5_{lang}_{style}"] * m[lang][f"n_{lang}_{style}"]
+                                              for lang in ("python", "bash") for style in ("free", "conala"))
+                                          / max(n5, 1), 1)
         n_py = sum(1 for c in data["exec"]["cases"] if c["lang"] == "python")
         n_sh = len(data["exec"]["cases"]) - n_py
         merged["exec_pass@1_all"] = round((m["python"]["exec_pass@1_all"] * n_py + m["bash"]["exec_pass@1_all"] * n_sh)
@@ -227,12 +254,7 @@ def fit(args, data, model_path, leaked, t0):
     result = {"model": model_path, "seconds": round(time.time() - t0), "leaked_exec_cases": sorted(leaked),
               "best": {lang: asdict(c) for lang, c in best_cfg.items()}, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["conala_bleu", "nl2bash_bleu", "exec_pass@1_all", "exec_pass@1_clean", "exec_python_free",
-            "exec_python_conala", "exec_bash_free", "exec_bash_conala"]
-    lines = ["| system | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
-    for r in rows:
-        lines.append(f"| {r['system']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    table = "\n".join(lines)
+    table = markdown_table(rows)
     print(table)
     print("fitted:", json.dumps(result["best"]))
     if args.markdown:
