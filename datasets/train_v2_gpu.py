@@ -1,16 +1,19 @@
 """Train model v2 on one CUDA GPU within a fixed wall-clock budget (also runs on CPU, slowly).
 
     python datasets/train_v2_gpu.py --corpus CORPUS_DIR --tokenizer TOKENIZER --out RUNS \
-        --minutes 7 [--export DIR] [--tiny]
+        --minutes 7 [--export DIR] [--tiny] [--denoise RATIO | --no-denoise]
 
 Jobs run side by side, each in its own process (a small model leaves most of a big GPU
 idle, so they share it well):
 
-- `fwd`   the shipped shape: pre-train on the whole corpus, then fine-tune on the curated,
+- `fwd`   the shipped shape: pre-train on the whole corpus mixed with denoising examples
+          (corrupted code -> the clean code, nl2code/noise.py; --denoise sets their ratio to
+          the pairs, --no-denoise turns them off), then fine-tune on the curated,
           tldr, documentation and free-form sources (no mined pairs, no Django), keeping
           the last checkpoints; their average is kept if its dev BLEU is not lower.
 - `rev`   the reverse model (code -> intent) for reranking and `nl2code explain`.
-- `s256`, `s512`  the size study: the same recipe at d256 3+3 and d512 6+6 (logs only).
+- `s256`, `s512`  the size study: the same pre-training (denoising included) at d256 3+3
+          and d512 6+6 (logs only).
 
 Every job reads the same corpus (`nl2code data build` output) and tokenizer; everything
 it writes stays under --out. With --export, the chosen models are packaged with float16
@@ -125,7 +128,8 @@ def job_main(job: str, args) -> None:
         log({"event": "final", "model": str(best), "dev_bleu": dev_score(best, corpus, "explain")})
         return
     ft_minutes = total * 0.22
-    pre_cfg, mcfg = configs(job, args, corpus, out / "pre", total - ft_minutes - 0.4)
+    pre_cfg, mcfg = configs(job, args, corpus, out / "pre", total - ft_minutes - 0.4,
+                            denoise_ratio=0.0 if args.no_denoise else args.denoise)
     pre = train(pre_cfg, mcfg, log=log)
     if job != "fwd":
         log({"event": "final", "model": str(pre)})
@@ -181,6 +185,18 @@ def export(args) -> None:
         print(f"export: {job} {len(data) / 1e6:.1f} MB", flush=True)
 
 
+def _check_denoise(ap, args) -> None:
+    """A bad --denoise is one error line here, before any job starts."""
+    from nl2code.config import TrainConfig
+    from nl2code.errors import UsageError
+    from nl2code.validate import check_train_config
+
+    try:
+        check_train_config(TrainConfig(denoise_ratio=args.denoise))
+    except UsageError as exc:
+        ap.error(f"--denoise {args.denoise}: {str(exc).split(': ', 1)[-1]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", required=True)
@@ -191,9 +207,13 @@ def main() -> None:
     ap.add_argument("--export", default="")
     ap.add_argument("--grace", type=float, default=100, help="seconds past --minutes before jobs are killed")
     ap.add_argument("--tiny", action="store_true", help="a tiny shape, for a quick check of the script")
+    ap.add_argument("--denoise", type=float, default=0.5,
+                    help="pre-training: denoising examples per (weighted) NL->code pair (default 0.5)")
+    ap.add_argument("--no-denoise", action="store_true", help="pre-train on the NL->code pairs alone")
     ap.add_argument("--subset", default="", help="only write the fine-tuning subset of --corpus to this folder")
     ap.add_argument("--job", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    _check_denoise(ap, args)
     if args.subset:
         out = finetune_corpus(Path(args.corpus), Path(args.subset))
         print(f"{out}: {json.loads((out / 'stats.json').read_text())['train']} pairs")

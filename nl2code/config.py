@@ -66,6 +66,14 @@ class TrainConfig:
     task: Literal["code", "explain"] = "code"  # explain: the reverse model, code -> intent
     keep_checkpoints: int = 0  # > 0: also keep the model of each of the last N evaluations (for averaging)
     device: str = "auto"  # auto: cuda when available, else cpu (bf16 autocast on cuda)
+    # denoising pre-training (nl2code/noise.py; task "code" only): each epoch also trains on
+    # denoise_ratio x (weighted pairs) examples corrupted code -> the clean code; 0 = off.
+    # Noise: spans (mean denoise_span pieces) covering denoise_mask of the code become one
+    # sentinel each; other pieces are dropped with probability denoise_drop
+    denoise_ratio: float = 0.0
+    denoise_mask: float = 0.35
+    denoise_span: float = 3.0
+    denoise_drop: float = 0.1
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from nl2code import checkpoint, safefs
+from nl2code import checkpoint, noise, safefs
 from nl2code.batches import Encoded, collate, encode_examples, epoch_batches, lr_at, tokenizer_texts
 from nl2code.config import ModelConfig, TrainConfig, from_dict, to_dict
 from nl2code.errors import DataError, UsageError
@@ -62,6 +62,7 @@ class Run:
     elapsed_before: float = 0.0  # training time of earlier invocations (resume)
     last_save: float = field(default_factory=time.monotonic)
     ddp: Any = None
+    denoiser: noise.Denoiser | None = None  # denoising examples, refreshed each epoch
 
     def tick(self) -> None:
         self.progress.elapsed = self.elapsed_before + self.session_seconds()
@@ -171,8 +172,13 @@ def _setup(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable
     dev_data = encode_examples(dev_ex, tok, lengths, model_cfg)
     if not train_data:
         raise DataError(f"{cfg.corpus}: no usable training examples")
+    pairs = len(train_data)
+    denoiser = noise.build(train_data, tok.lang_ids, lengths, weights)
+    if denoiser is not None:  # the ratio alone sets their share: weight 1
+        train_data, weights = train_data + denoiser.items, {**weights, noise.SOURCE: 1.0}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    run = Run(cfg, model_cfg, out, rank, world, device, model, tok, opt, train_data, dev_data, weights, log, stop)
+    run = Run(cfg, model_cfg, out, rank, world, device, model, tok, opt, train_data, dev_data, weights, log, stop,
+              denoiser=denoiser)
     if resume:
         run.progress = restore_state(out / "last", opt)
         run.elapsed_before = run.progress.elapsed
@@ -187,8 +193,11 @@ def _setup(cfg: TrainConfig, model_cfg: ModelConfig, resume: bool, log: Callable
             model, device_ids=[device.index] if device.type == "cuda" else None)
     # the engine reads "languages" to refuse a language the model never saw
     languages = [lang for lang in LANGUAGES if any(e.example.lang == lang for e in train_data)]
-    run.meta = {"train_config": to_dict(cfg), "corpus_size": len(train_data), "languages": languages,
-                "task": cfg.task}
+    run.meta = {"train_config": to_dict(cfg), "corpus_size": pairs, "languages": languages, "task": cfg.task}
+    if denoiser is not None:
+        run.meta["denoise"] = {"examples_per_epoch": len(denoiser.items), "codes": len(denoiser.codes)}
+        if rank == 0:
+            log({"event": "denoise", **run.meta["denoise"]})
     return run
 
 
@@ -267,6 +276,8 @@ def _all_stop(run: Run, last_step: bool) -> bool:
 def _epoch(run: Run) -> bool:
     """Train the rest of the current epoch; True when the run is finished."""
     cfg, p = run.cfg, run.progress
+    if run.denoiser is not None:
+        run.denoiser.refresh(p.epoch)
     batches = epoch_batches(run.train_data, cfg, run.weights, p.epoch, should_stop=run.stop)
     if run.stop():
         _interrupted(run)

@@ -107,6 +107,10 @@ TRAIN_RULES = {
     "init_from": _str,
     "context_k": _int(-1, 8),
     "log_every": _int(1, 1_000_000_000),
+    "denoise_ratio": _float(0.0, 10.0),
+    "denoise_mask": _float(0.0, 0.9, lo_open=True),
+    "denoise_span": _float(1.0, 20.0),
+    "denoise_drop": _float(0.0, 0.5),
 }
 
 
@@ -128,6 +132,12 @@ def check_model_config(cfg) -> None:
 def check_train_config(cfg) -> None:
     """Types and bounds of a TrainConfig (UsageError naming the key)."""
     _check(cfg, TRAIN_RULES, "train")
+    if cfg.denoise_ratio > 0 and cfg.task != "code":
+        raise UsageError(f"[train] denoise_ratio = {cfg.denoise_ratio!r}: denoising trains code -> code, "
+                         f"so it needs task = \"code\" (not {cfg.task!r}); set denoise_ratio = 0")
+    if isinstance(cfg.source_weights, dict) and "denoise" in cfg.source_weights:
+        raise UsageError("[train] source_weights: \"denoise\" names the denoising examples, whose share "
+                         "denoise_ratio sets; remove it from source_weights")
 
 
 def _int_list(max_len: int):

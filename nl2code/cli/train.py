@@ -102,6 +102,9 @@ def train_cmd(
         elif rec["event"] == "eval":
             console.print(f"eval at step {rec['step']}: dev loss {rec['dev_loss']:.3f}  "
                           f"dev BLEU {rec['dev_bleu']:.2f}  (best {rec['best']:.2f})", markup=False)
+        elif rec["event"] == "denoise":
+            console.print(f"denoising: {rec['examples_per_epoch']:,} examples per epoch from "
+                          f"{rec['codes']:,} distinct code snippets", markup=False)
         elif rec["event"] == "resumed":
             console.print(f"resumed from step {rec['step']}", markup=False)
         else:
