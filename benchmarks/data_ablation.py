@@ -35,7 +35,7 @@ CURATED = ("conala", "apidocs", "nl2bash", "django")
 TLDR = ("tldr", "tldr-named")
 MINED = ("mined-comment", "mined-docstring", "mined-doctest")
 BASH_DOCS = ("manpages", "gcloud")
-ROWS = ("curated", "tldr", "docs", "free", "resample")
+ROWS = ("curated", "tldr", "docs", "free", "resample", "nomined")
 LABELS = {
     "init": "starting model (v0.1), not trained further",
     "curated": "curated only (CoNaLa, API docs, NL2Bash, Django)",
@@ -43,6 +43,7 @@ LABELS = {
     "docs": "+ documentation pages, man pages, mined pairs",
     "free": "+ free-form CoNaLa variants",
     "resample": "+ resampling of docs and mined pairs (keep 0.5)",
+    "nomined": "all but the mined pairs, no resampling (free-form row minus mined)",
 }
 TRAIN_TOML = """# data ablation row {row}: written by benchmarks/data_ablation.py
 [train]
@@ -67,6 +68,10 @@ def _doc_tags(sources: set[str]) -> set[str]:
 
 
 def row_tags(row: str, sources: set[str]) -> set[str]:
+    """The source tags of a row: each row of ROWS adds to the one before, except the last
+    (nomined), which takes the mined pairs out of the free-form row."""
+    if row == "nomined":
+        return row_tags("free", sources) - set(MINED)
     tags = set(CURATED)
     if ROWS.index(row) >= ROWS.index("tldr"):
         tags |= set(TLDR)
@@ -87,6 +92,8 @@ def prepare(corpus: Path, out: Path, recipe: Path) -> None:
     sources = {e.source for e in train}
     dev_text = (corpus / "dev.jsonl").read_text()
     for row in ROWS:
+        if (out / row / "corpus" / "stats.json").is_file():
+            continue  # cut before: a row's corpus never changes under its results
         keep = row_tags(row, sources)
         rows = [e for e in train if e.source in keep]
         extra = {}
@@ -151,10 +158,24 @@ def evaluate(out: Path, rows: list[str], init: Path | None = None) -> None:
         print(f"{row}: evaluated", file=sys.stderr)
 
 
+def _shares(stats: dict) -> str:
+    """The fraction of an epoch's draws that are CoNaLa pairs, and mined pairs (after weights)."""
+    from nl2code.batches import source_weight
+
+    counts, weights = stats.get("by_source_tag", {}), stats.get("weights", {})
+    draws = {k: source_weight(weights, k) * n for k, n in counts.items()}
+    total = sum(draws.values())
+    if not total:
+        return "—"
+    con = sum(v for k, v in draws.items() if k.startswith("conala"))
+    mined = sum(v for k, v in draws.items() if k in MINED)
+    return f"{100 * con / total:.1f}% / {100 * mined / total:.1f}%"
+
+
 def table(out: Path, markdown: Path | None) -> str:
-    lines = ["| row | pairs | CoNaLa dev BLEU | NL2Bash dev BLEU | exec pass@1 | pass@5 "
+    lines = ["| row | pairs | share CoNaLa / mined | CoNaLa dev BLEU | NL2Bash dev BLEU | exec pass@1 | pass@5 "
              "| py free | py CoNaLa-style | bash free | bash CoNaLa-style |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in ("init", *ROWS):
         if not (out / row / "exec.json").is_file():
             continue
@@ -166,7 +187,7 @@ def table(out: Path, markdown: Path | None) -> str:
             v = style.get(key, {}).get("pass@1")
             return "—" if v is None else f"{v:.1f}"
 
-        lines.append(f"| {LABELS[row]} | {stats['train']:,} | {c['bleu']:.2f} | {b['bleu']:.2f} "
+        lines.append(f"| {LABELS[row]} | {stats['train']:,} | {_shares(stats)} | {c['bleu']:.2f} | {b['bleu']:.2f} "
                      f"| {x['pass@1']:.1f} | {x['pass@5']:.1f} | {p1('python/free')} "
                      f"| {p1('python/conala')} | {p1('bash/free')} | {p1('bash/conala')} |")
     text = "\n".join(lines) + "\n"

@@ -68,6 +68,7 @@ def test_rows_add_sources_in_order_and_resampling_halves_docs_and_mined(tmp_path
     assert set(_sources(out, "docs")) == {"conala", "apidocs", "nl2bash", "tldr", "tldr-named", "pydoc",
                                            "mined-comment"}
     assert "conala-free" in _sources(out, "free")
+    assert set(_sources(out, "nomined")) == set(_sources(out, "free")) - {"mined-comment"}
     free, res = _sources(out, "free"), _sources(out, "resample")
     assert res["pydoc"] == 6 and res["mined-comment"] == 6  # keep 0.5 of each resampled source
     assert res["conala"] == free["conala"] == 12 and res["tldr"] == free["tldr"]
@@ -89,4 +90,6 @@ def test_table_reads_the_eval_outputs(tmp_path):
     text = abl.table(out, None)
     row = [line for line in text.splitlines() if line.startswith("| curated")][0]
     assert "| 30.12 | 40.00 | 12.5 | 20.0 | 5.0 | — |" in row
+    # 12 CoNaLa pairs at weight 6 among 12 each of apidocs and nl2bash at weight 1
+    assert "| 75.0% / 0.0% |" in row
     assert "tldr" not in text.split("\n", 2)[2]  # rows without results are left out
