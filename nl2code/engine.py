@@ -118,6 +118,7 @@ class Generator:
         self.augment_cost = CostMeter(0.04, lambda: self.clock())  # seconds the extras take
         self.last_deadline = None  # the last call's Deadline: what its budget cut (notes)
         self._retrieval_pool = None  # one helper thread: retrieval overlaps decoding (_prefetch)
+        self._warm = False  # a call has completed (the first one queries inline)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -227,8 +228,10 @@ class Generator:
             guides = [Guide(lang, self.tok, p[2]) for p in group] if cfg.prune and cfg.strategy == "beam" else None
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg, guides, deadline)
-        return [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved, deadline)
-                for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
+        out = [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved, deadline)
+               for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
+        self._warm = True
+        return out
 
     def _score(self, text, canon, slot_list, src_ids, lang, hs, retrieved=None, deadline=None) -> Candidates:
         """Hypotheses -> scored candidates (repairs and retrieved ones added), ranked."""
@@ -286,8 +289,8 @@ class Generator:
         when no retrieved code is also a beam candidate (else that batch is scored again
         without it, as before): same numbers either way. Its result, or its error, is taken
         where the pairs are used (_augment), exactly as if queried there."""
-        if self.augment is None or self.augment.index is None:
-            return None
+        if self.augment is None or self.augment.index is None or not self._warm:
+            return None  # the first call queries inline: a cold start does not pay for the thread
         if self._retrieval_pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
