@@ -211,7 +211,7 @@ class Generator:
             src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
             src, retrieved = self._with_context(text, slot_list, lang, src)
             if retrieved is None and deadline is None:
-                retrieved = self._prefetch(text, slot_list, lang, src)
+                retrieved = self._prefetch(text, slot_list, lang)
             prepared.append((text, canon, slot_list, src, retrieved))
         cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
         # int8 kernels quantise a matmul's input with one scale for all its rows, so rows of
@@ -282,38 +282,31 @@ class Generator:
         return source_ids(self.tok, src[: max(room, 2)], context, lang, k, self.model_cfg.context_tokens,
                           self.model_cfg.max_len), retrieved
 
-    def _prefetch(self, text, slot_list, lang, src_ids):
-        """Retrieval for an intent, started on a helper thread so that it runs while the
-        model decodes (SQLite and PyTorch release the GIL): a Future of (retrieved pairs,
-        their teacher-forced scores), or None without an index. The scores are used only
-        when no retrieved code is also a beam candidate (else that batch is scored again
-        without it, as before): same numbers either way. Its result, or its error, is taken
-        where the pairs are used (_augment), exactly as if queried there."""
+    def _prefetch(self, text, slot_list, lang):
+        """The retrieval query for an intent, started on a helper thread so that it runs
+        while the model decodes (SQLite releases the GIL for the whole query): a Future of
+        Augmenter.retrieved, or None without an index or on a Generator's first call. Its
+        result, or its error, is taken where the pairs are used (_augment), exactly as if
+        queried there. (Teacher-forcing the retrieved code there too was slower: its Python
+        holds the GIL the beam search needs; benchmarks/latency_breakdown.md.)"""
         if self.augment is None or self.augment.index is None or not self._warm:
             return None  # the first call queries inline: a cold start does not pay for the thread
         if self._retrieval_pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._retrieval_pool = ThreadPoolExecutor(1, thread_name_prefix="nl2code-retrieval")
-
-        def fetch():
-            retrieved = self.augment.retrieved(text, slot_list, lang)
-            return retrieved, self.augment.forced_logprobs(src_ids, [r[1] for r in retrieved])
-
-        return self._retrieval_pool.submit(fetch)
+        return self._retrieval_pool.submit(self.augment.retrieved, text, slot_list, lang)
 
     def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved=None) -> None:
         """Add retrieved candidates; score every parsing candidate's reconstruction and API use.
-        retrieved: the pairs, a Future of them and their scores (_prefetch), or None (query now)."""
+        retrieved: the pairs, a Future of them (_prefetch), or None (query now)."""
         aug = self.augment
-        scored = None
         if retrieved is None:
             retrieved = aug.retrieved(intent, slot_list, lang)
         elif not isinstance(retrieved, list):
-            retrieved, scored = retrieved.result()
+            retrieved = retrieved.result()
         new = [r for r in retrieved if r[0] not in seen]
-        forced = scored if scored is not None and len(new) == len(retrieved) else \
-            aug.forced_logprobs(src_ids, [r[1] for r in new])
+        forced = aug.forced_logprobs(src_ids, [r[1] for r in new])
         for (code, canon_code, sim, _), (lp, n) in zip(new, forced):
             seen.add(code)
             f = features(canon_code, n - 1, lp, lp / max(n, 1), wanted, code, lang)

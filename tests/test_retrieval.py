@@ -199,7 +199,7 @@ def test_prefetched_retrieval_gives_the_same_candidates(full_model: Path, monkey
         return [[(c.code, c.parses, c.score, c.features["retrieved"]) for c in g.candidates(i, lang).ranked]
                 for i, lang in intents]
 
-    assert gen._prefetch("merge two dictionaries", [], "python", [1, 2]) is None  # cold: inline
+    assert gen._prefetch("merge two dictionaries", [], "python") is None  # cold: inline
     gen.generate("reverse list `xs`", "python")  # warm from here on
     submitted = []
     real = gen._prefetch
