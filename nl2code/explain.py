@@ -50,26 +50,53 @@ def attach(main_tokenizer: bytes, src_model_folder: Path) -> dict[str, bytes]:
 
 def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]) -> list[tuple[float, int]]:
     """(sum log P(tgt | src), len(tgt)) for each pair, one batched forward pass of a
-    training-form model. Targets end with EOS."""
+    training-form model. Targets end with EOS.
+
+    When every pair has the same source (the forward model scoring retrieved code for one
+    intent) the encoder runs once and its memory is shared by the rows: the same numbers as
+    encoding identical rows (row-wise maths; a dynamic int8 matmul's input scale is the
+    same for one row as for copies of it), for a fraction of the encoder's cost."""
     import torch
     import torch.nn.functional as F
 
     from nl2code.tokenizer import BOS, PAD
 
-    S, T = max(len(s) for s in srcs), max(len(t) for t in tgts)
-    src = torch.full((len(srcs), S), PAD, dtype=torch.long)
+    shared = (len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:])
+              and getattr(getattr(module, "cfg", None), "arch", None) == "transformer")
+    rows = srcs[:1] if shared else srcs
+    S, T = max(len(s) for s in rows), max(len(t) for t in tgts)
+    src = torch.full((len(rows), S), PAD, dtype=torch.long)
     tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
     tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
-    for i, (s, t) in enumerate(zip(srcs, tgts)):
+    for i, s in enumerate(rows):
         src[i, : len(s)] = torch.tensor(s)
+    for i, t in enumerate(tgts):
         tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
         tout[i, : len(t)] = torch.tensor(t)
     with torch.inference_mode():
-        logits = module(src, src != PAD, tin).float()
+        if shared:
+            logits = _forward_shared(module, src, tin).float()
+        else:
+            logits = module(src, src != PAD, tin).float()
         # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
                               reduction="none").view(tout.shape).sum(1)
     return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
+
+
+def _forward_shared(module, src, tin):
+    """module(src, mask, tin) for one source row shared by every target row: encode once,
+    expand the memory (Transformer.forward's decoder and logits, unchanged)."""
+    import torch
+
+    from nl2code.tokenizer import PAD
+
+    mem = module.encode(src, src != PAD)
+    mem = module.expand_memory(mem, torch.zeros(tin.shape[0], dtype=torch.long))
+    x = module._embed(tin)
+    for layer, kv in zip(module.dec, mem["kv"]):
+        x, _ = layer(x, kv, mem["mask"])
+    return module.logits(x)
 
 
 class Explainer:

@@ -183,3 +183,75 @@ def test_lsp_explain_action_parts(full_model: Path):
     gen = Generator.from_checkpoint(full_model)
     text = asyncio.run(explain_action.explanation(gen, "len(xs)", "python"))
     assert isinstance(text, str) and text
+
+
+def test_prefetched_retrieval_gives_the_same_candidates(full_model: Path, monkeypatch):
+    """The retrieval query runs on a helper thread while the model decodes (latency); the
+    candidates and their scores are those of querying after decoding, and an error of the
+    query still reaches the caller."""
+    from nl2code.engine import Generator
+
+    gen = Generator.from_checkpoint(full_model)
+    intents = [("merge two dictionaries d1 and d2", "python"), ("sort list `ys` in descending order", "python"),
+               ("count lines in file 'a.txt'", "bash")]
+
+    def table(g):
+        return [[(c.code, c.parses, c.score, c.features["retrieved"]) for c in g.candidates(i, lang).ranked]
+                for i, lang in intents]
+
+    assert gen._prefetch("merge two dictionaries", [], "python") is None  # cold: inline
+    gen.generate("reverse list `xs`", "python")  # warm from here on
+    submitted = []
+    real = gen._prefetch
+    monkeypatch.setattr(gen, "_prefetch", lambda *a: submitted.append(real(*a)) or submitted[-1])
+    prefetched = table(gen)
+    assert len(submitted) == 3 and all(f is not None and f.done() for f in submitted)
+    monkeypatch.setattr(gen, "_prefetch", lambda *a: None)  # query inline, after decoding
+    assert table(gen) == prefetched
+    assert any(r for rows in prefetched for *_, r in rows)  # retrieved candidates took part
+
+    def broken(*a, **k):
+        raise CheckpointError("retrieval query failed: boom")
+
+    monkeypatch.setattr(gen, "_prefetch", real)
+    monkeypatch.setattr(gen.augment, "retrieved", broken)
+    with pytest.raises(CheckpointError, match="boom"):
+        gen.generate("merge two dictionaries d1 and d2", "python")
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_shared_source_teacher_forcing_matches_repeated_rows(tiny_model: Path, int8: bool):
+    """Scoring several targets against one source encodes it once; the numbers are those of
+    the batched forward pass over copies of the source (what scoring did before)."""
+    import torch
+
+    from nl2code.augment import _int8
+    from nl2code.checkpoint import load_model
+    from nl2code.explain import teacher_forced_logprobs
+    from nl2code.tokenizer import BOS, EOS, PAD
+    import torch.nn.functional as F
+
+    model, _, tok, _ = load_model(tiny_model)
+    module = _int8(model) if int8 else model
+    src = tok.encode_source("sort list var_0 in descending order", "python")
+    tgts = [tok.encode(c) + [EOS] for c in ("var_0.sort(reverse=True)", "len(var_0)", "print(var_0[::-1])")]
+    got = teacher_forced_logprobs(module, [src] * len(tgts), tgts)
+    # the unshared computation: every row carries its own copy of the source
+    T = max(len(t) for t in tgts)
+    tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
+    tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
+    for i, t in enumerate(tgts):
+        tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
+        tout[i, : len(t)] = torch.tensor(t)
+    srcs = torch.tensor([src] * len(tgts))
+    with torch.inference_mode():
+        logits = module(srcs, srcs != PAD, tin).float()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
+                              reduction="none").view(tout.shape).sum(1)
+    want = [(-float(v), len(t)) for v, t in zip(nll, tgts)]
+    assert [n for _, n in got] == [n for _, n in want]
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], rel=1e-6, abs=1e-6)
+    # different sources are still scored row by row
+    other = tok.encode_source("get the length of var_0", "python")
+    mixed = teacher_forced_logprobs(module, [src, other], tgts[:2])
+    assert mixed[0][0] != pytest.approx(teacher_forced_logprobs(module, [other, other], tgts[:2])[0][0])
