@@ -64,7 +64,7 @@ class Sections:
 
 
 def instrument(gen) -> Sections:
-    from nl2code import augment, context, decode, engine, explain, guided, rerank, retrieval, safety, slots, syntax
+    from nl2code import augment, context, decode, engine, explain, guided, retrieval, safety, slots, syntax
 
     s = Sections()
     model = gen.model
