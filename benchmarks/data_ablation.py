@@ -22,6 +22,7 @@ different (one thread each: the answers do not depend on the load).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -99,8 +100,7 @@ def prepare(corpus: Path, out: Path, recipe: Path) -> None:
         extra = {}
         if row == "resample":
             rec = load_recipe(recipe)
-            cfg = rec.resample.__class__(True, rec.resample.to, rec.resample.keep,
-                                         rec.resample.temperature, rec.resample.seed)
+            cfg = dataclasses.replace(rec.resample, enabled=True)
             reference = set().union(*(_tags(s) for s in rec.sources if s.name in cfg.to))
             chosen = {s.name: _tags(s) & keep for s in rec.sources if s.resample}
             rows, extra = resample(rows, cfg, reference, chosen, Report())

@@ -77,26 +77,22 @@ def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
             hyps.append(tokenize_for_bleu(best["code"]) if best else [])
         out[f"{name}_bleu"] = round(corpus_bleu(refs, hyps), 2)
     if "exec" in data:
+        ex = data["exec"]
+        tally: dict = {}  # group -> [cases, passed at 1, passed in the top 5]
+        for case, cands in zip(ex["cases"], ex["cands"]):  # each case ranked once
+            top = [ex["passed"].get(f'{case["id"]}\0{c["code"]}', False) for c in ranked(cands, cfg, use_retrieved)[:5]]
+            groups = ["all", f'{case["lang"]}_{case["style"]}'] + ([] if case["leaked"] else ["clean"])
+            for g in groups:
+                t = tally.setdefault(g, [0, 0, 0])
+                t[0] += 1
+                t[1] += bool(top and top[0])
+                t[2] += any(top)
         for subset in ("all", "clean"):
-            ok = n = 0
-            for case, cands in zip(data["exec"]["cases"], data["exec"]["cands"]):
-                if subset == "clean" and case["leaked"]:
-                    continue
-                n += 1
-                best = pick(cands, cfg, use_retrieved)
-                ok += bool(best and data["exec"]["passed"].get(f'{case["id"]}\0{best["code"]}', False))
+            n, ok, _ = tally.get(subset, [0, 0, 0])
             out[f"exec_pass@1_{subset}"] = round(100 * ok / max(n, 1), 1)
         for style in ("free", "conala"):
             for lang in ("python", "bash"):
-                ok = ok5 = n = 0
-                for case, cands in zip(data["exec"]["cases"], data["exec"]["cands"]):
-                    if case["style"] != style or case["lang"] != lang:
-                        continue
-                    n += 1
-                    top = [data["exec"]["passed"].get(f'{case["id"]}\0{c["code"]}', False)
-                           for c in ranked(cands, cfg, use_retrieved)[:5]]
-                    ok += bool(top and top[0])
-                    ok5 += any(top)
+                n, ok, ok5 = tally.get(f"{lang}_{style}", [0, 0, 0])
                 out[f"exec_{lang}_{style}"] = round(100 * ok / max(n, 1), 1)
                 out[f"exec5_{lang}_{style}"] = round(100 * ok5 / max(n, 1), 1)
                 out[f"n_{lang}_{style}"] = n

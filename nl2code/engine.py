@@ -17,7 +17,6 @@ import dataclasses
 import threading
 import time
 import unicodedata
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +116,6 @@ class Generator:
         self.clock = time.perf_counter  # the clock of latency budgets (tests inject their own)
         self.augment_cost = CostMeter(0.04, lambda: self.clock())  # seconds the extras take
         self.last_deadline = None  # the last call's Deadline: what its budget cut (notes)
-        self._retrieval_pool = None  # one helper thread: retrieval overlaps decoding (_prefetch)
-        self._warm = False  # a call has completed (the first one queries inline)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -210,8 +207,6 @@ class Generator:
             canon, slot_list = slots.canonicalize(text)
             src = self.tok.encode_source(canon, lang)[: self.model_cfg.max_len]
             src, retrieved = self._with_context(text, slot_list, lang, src)
-            if retrieved is None and deadline is None:
-                retrieved = self._prefetch(text, slot_list, lang)
             prepared.append((text, canon, slot_list, src, retrieved))
         cfg = dataclasses.replace(cfg, max_len=min(cfg.max_len, self.model_cfg.max_len - 1))
         # int8 kernels quantise a matmul's input with one scale for all its rows, so rows of
@@ -228,10 +223,8 @@ class Generator:
             guides = [Guide(lang, self.tok, p[2]) for p in group] if cfg.prune and cfg.strategy == "beam" else None
             with self._lock:
                 hyps += decode(self.model, src, src != PAD, cfg, guides, deadline)
-        out = [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved, deadline)
-               for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
-        self._warm = True
-        return out
+        return [self._score(text, canon, slot_list, src_ids, lang, hs, retrieved, deadline)
+                for (text, canon, slot_list, src_ids, retrieved), hs in zip(prepared, hyps)]
 
     def _score(self, text, canon, slot_list, src_ids, lang, hs, retrieved=None, deadline=None) -> Candidates:
         """Hypotheses -> scored candidates (repairs and retrieved ones added), ranked."""
@@ -255,9 +248,7 @@ class Generator:
             if h.finished and not f["parses"] and REGISTRY[lang].repair:
                 cands.extend(self._repairs(code, canon_code, h, wanted, lang, seen))
         if self.augment is not None and (deadline is None or deadline.allows(self.augment_cost.estimate)):
-            # a prefetched query (no budget) is not the cost a budgeted call pays: not measured
-            meter = self.augment_cost.measure() if retrieved is None or isinstance(retrieved, list) else nullcontext()
-            with self._lock, meter:
+            with self._lock, self.augment_cost.measure():
                 self._augment(text, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved)
         for c in cands:  # destructive candidates rank last unless the intent asks for what they do
             if c.danger:
@@ -282,29 +273,11 @@ class Generator:
         return source_ids(self.tok, src[: max(room, 2)], context, lang, k, self.model_cfg.context_tokens,
                           self.model_cfg.max_len), retrieved
 
-    def _prefetch(self, text, slot_list, lang):
-        """The retrieval query for an intent, started on a helper thread so that it runs
-        while the model decodes (SQLite releases the GIL for the whole query): a Future of
-        Augmenter.retrieved, or None without an index or on a Generator's first call. Its
-        result, or its error, is taken where the pairs are used (_augment), exactly as if
-        queried there. (Teacher-forcing the retrieved code there too was slower: its Python
-        holds the GIL the beam search needs; benchmarks/latency_breakdown.md.)"""
-        if self.augment is None or self.augment.index is None or not self._warm:
-            return None  # the first call queries inline: a cold start does not pay for the thread
-        if self._retrieval_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._retrieval_pool = ThreadPoolExecutor(1, thread_name_prefix="nl2code-retrieval")
-        return self._retrieval_pool.submit(self.augment.retrieved, text, slot_list, lang)
-
     def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved=None) -> None:
-        """Add retrieved candidates; score every parsing candidate's reconstruction and API use.
-        retrieved: the pairs, a Future of them (_prefetch), or None (query now)."""
+        """Add retrieved candidates; score every parsing candidate's reconstruction and API use."""
         aug = self.augment
         if retrieved is None:
             retrieved = aug.retrieved(intent, slot_list, lang)
-        elif not isinstance(retrieved, list):
-            retrieved = retrieved.result()
         new = [r for r in retrieved if r[0] not in seen]
         forced = aug.forced_logprobs(src_ids, [r[1] for r in new])
         for (code, canon_code, sim, _), (lp, n) in zip(new, forced):

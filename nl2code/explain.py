@@ -61,8 +61,7 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
 
     from nl2code.tokenizer import BOS, PAD
 
-    shared = (len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:])
-              and getattr(getattr(module, "cfg", None), "arch", None) == "transformer")
+    shared = len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:]) and hasattr(module, "decode_all")
     rows = srcs[:1] if shared else srcs
     S, T = max(len(s) for s in rows), max(len(t) for t in tgts)
     src = torch.full((len(rows), S), PAD, dtype=torch.long)
@@ -74,29 +73,15 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
         tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
         tout[i, : len(t)] = torch.tensor(t)
     with torch.inference_mode():
-        if shared:
-            logits = _forward_shared(module, src, tin).float()
+        if shared:  # encode once, one memory row per target
+            mem = module.expand_memory(module.encode(src, src != PAD), torch.zeros(len(tgts), dtype=torch.long))
+            logits = module.decode_all(mem, tin).float()
         else:
             logits = module(src, src != PAD, tin).float()
         # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
                               reduction="none").view(tout.shape).sum(1)
     return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
-
-
-def _forward_shared(module, src, tin):
-    """module(src, mask, tin) for one source row shared by every target row: encode once,
-    expand the memory (Transformer.forward's decoder and logits, unchanged)."""
-    import torch
-
-    from nl2code.tokenizer import PAD
-
-    mem = module.encode(src, src != PAD)
-    mem = module.expand_memory(mem, torch.zeros(tin.shape[0], dtype=torch.long))
-    x = module._embed(tin)
-    for layer, kv in zip(module.dec, mem["kv"]):
-        x, _ = layer(x, kv, mem["mask"])
-    return module.logits(x)
 
 
 class Explainer:

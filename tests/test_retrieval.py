@@ -185,40 +185,6 @@ def test_lsp_explain_action_parts(full_model: Path):
     assert isinstance(text, str) and text
 
 
-def test_prefetched_retrieval_gives_the_same_candidates(full_model: Path, monkeypatch):
-    """The retrieval query runs on a helper thread while the model decodes (latency); the
-    candidates and their scores are those of querying after decoding, and an error of the
-    query still reaches the caller."""
-    from nl2code.engine import Generator
-
-    gen = Generator.from_checkpoint(full_model)
-    intents = [("merge two dictionaries d1 and d2", "python"), ("sort list `ys` in descending order", "python"),
-               ("count lines in file 'a.txt'", "bash")]
-
-    def table(g):
-        return [[(c.code, c.parses, c.score, c.features["retrieved"]) for c in g.candidates(i, lang).ranked]
-                for i, lang in intents]
-
-    assert gen._prefetch("merge two dictionaries", [], "python") is None  # cold: inline
-    gen.generate("reverse list `xs`", "python")  # warm from here on
-    submitted = []
-    real = gen._prefetch
-    monkeypatch.setattr(gen, "_prefetch", lambda *a: submitted.append(real(*a)) or submitted[-1])
-    prefetched = table(gen)
-    assert len(submitted) == 3 and all(f is not None and f.done() for f in submitted)
-    monkeypatch.setattr(gen, "_prefetch", lambda *a: None)  # query inline, after decoding
-    assert table(gen) == prefetched
-    assert any(r for rows in prefetched for *_, r in rows)  # retrieved candidates took part
-
-    def broken(*a, **k):
-        raise CheckpointError("retrieval query failed: boom")
-
-    monkeypatch.setattr(gen, "_prefetch", real)
-    monkeypatch.setattr(gen.augment, "retrieved", broken)
-    with pytest.raises(CheckpointError, match="boom"):
-        gen.generate("merge two dictionaries d1 and d2", "python")
-
-
 @pytest.mark.parametrize("int8", [False, True])
 def test_shared_source_teacher_forcing_matches_repeated_rows(tiny_model: Path, int8: bool):
     """Scoring several targets against one source encodes it once; the numbers are those of

@@ -124,10 +124,13 @@ class Transformer(nn.Module):
         return F.linear(self.dec_ln(h), self.embed.weight)  # (B, T, vocab)
 
     def forward(self, src, src_mask, tgt_in) -> torch.Tensor:
-        mem = self.encode(src, src_mask)
+        return self.decode_all(self.encode(src, src_mask), tgt_in)
+
+    def decode_all(self, memory: dict, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of whole target rows against an encoded memory."""
         x = self._embed(tgt_in)
-        for layer, kv in zip(self.dec, mem["kv"]):
-            x, _ = layer(x, kv, mem["mask"])
+        for layer, kv in zip(self.dec, memory["kv"]):
+            x, _ = layer(x, kv, memory["mask"])
         return self.logits(x)
 
     # --- incremental decoding protocol -----------------------------------------------
