@@ -118,7 +118,9 @@ class Augmenter:
 
 def _int8(module):
     """A copy whose Linear layers run fbgemm's dynamic int8 kernels (teacher-forced scoring
-    of a few sequences: ~1.8x faster here); the module itself if PyTorch cannot."""
+    of a few sequences: ~1.8x faster here), and whose output projection (the tied embedding,
+    not a Linear: the pass's largest matmul) runs them too, with per-channel weights as in
+    the decoding form; the module itself if PyTorch cannot."""
     import warnings
 
     import torch
@@ -126,6 +128,17 @@ def _int8(module):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-            return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+            q = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+            if hasattr(q, "embed") and hasattr(q, "dec_ln") and hasattr(q, "decode_states"):
+                from nl2code.model.fast import _linear
+
+                proj, norm = _linear(q.embed.weight, None, "int8"), q.dec_ln
+
+                def logits(h):
+                    x = norm(h)
+                    return proj(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], -1)
+
+                q.logits = logits
+            return q
     except Exception:  # no fbgemm/qnnpack engine here: score in float32
         return module

@@ -33,6 +33,10 @@ from nl2code.safety import asked_for
 MAX_INTENT_CHARS = 10_000
 BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_width)
 DEFAULT_BEAM = 5  # beam width when a caller names none (widened to n: Generator.decode_config)
+# candidates the reverse model scores per intent: the best by every other feature. Its pass
+# costs in proportion to them (~3 ms each on this machine); a seventh or eighth candidate
+# almost never wins (benchmarks/latency_breakdown.md, "Reverse-model rows")
+RECON_ROWS = 6
 
 
 def clean_intent(intent: str) -> str:
@@ -274,7 +278,8 @@ class Generator:
                           self.model_cfg.max_len), retrieved
 
     def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved=None) -> None:
-        """Add retrieved candidates; score every parsing candidate's reconstruction and API use."""
+        """Add retrieved candidates; score the parsing candidates' API use and the best ones'
+        reconstruction."""
         aug = self.augment
         if retrieved is None:
             retrieved = aug.retrieved(intent, slot_list, lang)
@@ -286,13 +291,20 @@ class Generator:
             f.update(finished=True, repaired=False, retrieved=True, similarity=sim)
             cands.append(Candidate(code, lang, 0.0, lp, f["parses"], f, f["danger"]))
         live = [c for c in cands if c.parses]
-        canon_codes = [slots.canonicalize_pair(intent, c.code)[1] for c in live]
-        recon = aug.reconstruction(canon, canon_codes, lang)
-        for i, c in enumerate(live):
-            c.features["reconstruction"] = recon[i] if recon is not None else None
+        cfg = self.rerank_for(lang)
+        for c in live:
             c.features["api_problems"] = aug.api_problems(c.code, lang)
+        # the reverse model scores the RECON_ROWS best by everything else; the others get the
+        # worst of those scores, so it cannot lift them past a scored one
+        order = sorted(range(len(live)), key=lambda i: (-score(live[i].features, cfg), i))[:RECON_ROWS]
+        recon = aug.reconstruction(canon, [slots.canonicalize_pair(intent, live[i].code)[1] for i in order], lang)
+        worst = min(recon) if recon else None
+        for c in live:
+            c.features["reconstruction"], c.features["reconstruction_scored"] = worst, False
+        for i, r in zip(order, recon or []):
+            live[i].features.update(reconstruction=r, reconstruction_scored=True)
         for c in cands:
-            c.score = score(c.features, self.rerank_for(lang))
+            c.score = score(c.features, cfg)
 
     def _repairs(self, code, canon_code, h, wanted, lang, seen) -> list[Candidate]:
         """Bracket-balanced variants of a near-miss that parse, marked as repaired."""

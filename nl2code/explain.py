@@ -55,13 +55,16 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
     When every pair has the same source (the forward model scoring retrieved code for one
     intent) the encoder runs once and its memory is shared by the rows: the same numbers as
     encoding identical rows (row-wise maths; a dynamic int8 matmul's input scale is the
-    same for one row as for copies of it), for a fraction of the encoder's cost."""
+    same for one row as for copies of it), for a fraction of the encoder's cost. Only the
+    target positions are projected onto the vocabulary (not the padding), the largest
+    matmul of the pass."""
     import torch
     import torch.nn.functional as F
 
     from nl2code.tokenizer import BOS, PAD
 
-    shared = len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:]) and hasattr(module, "decode_all")
+    states = hasattr(module, "decode_states")
+    shared = len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:]) and states
     rows = srcs[:1] if shared else srcs
     S, T = max(len(s) for s in rows), max(len(t) for t in tgts)
     src = torch.full((len(rows), S), PAD, dtype=torch.long)
@@ -73,14 +76,19 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
         tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
         tout[i, : len(t)] = torch.tensor(t)
     with torch.inference_mode():
-        if shared:  # encode once, one memory row per target
-            mem = module.expand_memory(module.encode(src, src != PAD), torch.zeros(len(tgts), dtype=torch.long))
-            logits = module.decode_all(mem, tin).float()
-        else:
+        if states:
+            mem = module.encode(src, src != PAD)
+            if shared:  # encoded once, one memory row per target
+                mem = module.expand_memory(mem, torch.zeros(len(tgts), dtype=torch.long))
+            keep = tout != PAD
+            logits = module.logits(module.decode_states(mem, tin)[keep]).float()  # (positions, vocab)
+            nll = torch.zeros(len(tgts), dtype=torch.float32).index_add_(
+                0, keep.nonzero()[:, 0], F.cross_entropy(logits, tout[keep], reduction="none"))
+        else:  # a model without decode_states (the GRU): every position, padding ignored
             logits = module(src, src != PAD, tin).float()
-        # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
-                              reduction="none").view(tout.shape).sum(1)
+            # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,
+                                  reduction="none").view(tout.shape).sum(1)
     return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
 
 

@@ -174,6 +174,14 @@ def test_explain_shows_unparsed_candidates_but_answers_like_without_it(run, scri
     assert "xs.sort(reverse=True" in explained.stderr and " no " in explained.stderr
 
 
+def test_explain_prints_code_with_brackets_verbatim(run, scripted):
+    # `[...]` in code is not rich markup: the table shows it as it is
+    scripted(["[x for x in xs][::-1]", "xs[::-1]"])
+    explained = run("--explain", SORT)
+    assert explained.exit_code == 0, explained.stderr
+    assert "[x for x in xs][::-1]" in explained.stderr
+
+
 def test_version_and_help():
     runner = CliRunner()
     for flag in ("--version", "-V"):

@@ -63,6 +63,75 @@ def test_corrupted_or_foreign_index_is_refused(tmp_path: Path):
         retrieval.Index(other).search("sort list", "python")
 
 
+MORE = [
+    Example("sort a list of files by size", "ls -S", "bash", "tldr"),
+    Example("sorting files and sorting lines", "sort -u file", "bash", "tldr"),
+    Example("list files sorted by modification time", "ls -t", "bash", "nl2bash"),
+    Example("count files in a directory", "ls | wc -l", "bash", "nl2bash"),
+    Example("read_csv a file into a data frame", "pd.read_csv(f)", "python", "conala"),
+    Example("read a csv file", "open(f).read()", "python", "conala"),
+    Example("files files files list", "ls", "bash", "tldr"),
+]
+
+
+def _fts5_only(path: Path) -> retrieval.Index:
+    """The same index answered by FTS5's own bm25() (as an index built before the postings)."""
+    ix = retrieval.Index(path)
+    ix._open()
+    ix._postings = None
+    return ix
+
+
+@pytest.mark.parametrize("query,lang,k", [
+    ("list files", "bash", 3), ("sort the files by size", "bash", 2), ("count files and lines", "bash", 5),
+    ("sorting sort sorts", "bash", 3), ("files", "bash", 1), ("nothing matches zzyzx", "bash", 3),
+    ("reverse list and sort it", "python", 2), ("read_csv file", "python", 3), ("read csv file", "python", 3),
+    ("sort list descending", "python", 1), ("list files", "perl", 3), ("merge dictionaries", "python", 4),
+])
+def test_exported_postings_score_exactly_like_fts5(tmp_path: Path, query, lang, k):
+    retrieval.build(PAIRS + MORE, tmp_path / "index.sqlite")
+    fast, slow = retrieval.Index(tmp_path / "index.sqlite"), _fts5_only(tmp_path / "index.sqlite")
+    a, b = fast.search(query, lang, k), slow.search(query, lang, k)
+    assert fast._postings is not None
+    assert [(h.intent, h.code) for h in a] == [(h.intent, h.code) for h in b]
+    assert [h.bm25 for h in a] == pytest.approx([h.bm25 for h in b], abs=1e-12)
+
+
+def test_postings_can_be_added_to_an_old_index(tmp_path: Path):
+    f = tmp_path / "index.sqlite"
+    retrieval.build(PAIRS + MORE, f)
+    con = sqlite3.connect(f)
+    con.executescript("DROP TABLE postings; DROP TABLE rowdata;")
+    con.commit()
+    con.close()
+    old = retrieval.Index(f)
+    before = old.search("count files in the directory", "bash", 3)
+    assert old._postings is None and before  # an index without postings answers through FTS5
+    old.close()
+    retrieval.add_postings(f)
+    new = retrieval.Index(f)
+    assert new.search("count files in the directory", "bash", 3) == before and new._postings is not None
+
+
+def test_damaged_postings_are_refused(tmp_path: Path):
+    f = tmp_path / "index.sqlite"
+    retrieval.build(PAIRS + MORE, f)
+    con = sqlite3.connect(f)
+    con.execute("UPDATE postings SET docs = x'00ff00ff' WHERE term = 'file'")
+    con.commit()
+    con.close()
+    ix = retrieval.Index(f)
+    assert ix.search("sort list", "python", 2)  # other terms still answer
+    with pytest.raises(CheckpointError, match="postings of 'file' are damaged"):
+        ix.search("list files", "bash", 3)
+    con = sqlite3.connect(f)
+    con.execute("UPDATE rowdata SET data = x'0102' WHERE name = 'doclen'")
+    con.commit()
+    con.close()
+    with pytest.raises(CheckpointError, match="exported postings are damaged"):
+        retrieval.Index(f).search("sort list", "python", 2)
+
+
 def test_api_check_names_that_do_not_exist():
     table = apicheck.ApiTable(apicheck.build_table(["ls -la | grep x", "tar xf a.tar"],
                                                    modules=("os", "os.path", "re")))
@@ -125,6 +194,28 @@ def test_retrieved_candidates_are_slot_adapted(full_model: Path):
     cands = gen.generate("merge two dictionaries d1 and d2", "python", n=10)
     assert any(c.features["retrieved"] and c.code == "merged = {**d1, **d2}" for c in cands)
     assert all(c.features["reconstruction"] is not None for c in cands)  # reverse model scored each
+
+
+def test_reverse_model_scores_only_the_best_candidates(full_model: Path, monkeypatch):
+    from nl2code import engine
+    from nl2code.rerank import score
+
+    gen = engine.Generator.from_checkpoint(full_model)
+    rows, real = [], gen.augment.reconstruction
+    monkeypatch.setattr(gen.augment, "reconstruction", lambda i, codes, lang: rows.append(len(codes)) or real(i, codes, lang))
+    monkeypatch.setattr(engine, "RECON_ROWS", 2)
+    live = [c for c in gen.candidates("sort list `xs` in descending order", "python", beam=8).ranked if c.parses]
+    scored = [c for c in live if c.features["reconstruction_scored"]]
+    rest = [c for c in live if not c.features["reconstruction_scored"]]
+    assert rows == [2] and len(scored) == 2 and rest
+    # the others carry the worst scored value: it cannot lift them past a scored candidate
+    assert {c.features["reconstruction"] for c in rest} == {min(c.features["reconstruction"] for c in scored)}
+    cfg = gen.rerank_for("python")  # the scored two were the best by every other feature
+
+    def pre(c):
+        return score({**c.features, "reconstruction": None}, cfg)
+
+    assert min(pre(c) for c in scored) >= max(pre(c) for c in rest)
 
 
 def test_reverse_model_prefers_the_right_code(full_model: Path):

@@ -36,6 +36,7 @@ def _print_code(code: str, lang: str, tty: bool) -> None:
 
 def _explain(cands, lang: str) -> None:
     from rich.table import Table
+    from rich.text import Text  # plain text: code such as `[x for x in xs]` is not rich markup
 
     table = Table(title=f"candidates ({lang})", show_lines=False)
     for col in ("#", "score", "logprob", "parses", "coverage", "from", "recon", "why", "code"):
@@ -47,7 +48,8 @@ def _explain(cands, lang: str) -> None:
         table.add_row(str(i), f"{c.score:.3f}", f"{c.logprob:.2f}", "yes" if c.parses else "no",
                       f"{f.get('coverage', 1.0):.2f}",
                       f"retrieved {f.get('similarity', 0):.2f}" if f.get("retrieved") else "model",
-                      "" if recon is None else f"{recon:.2f}", why, c.code)
+                      "" if recon is None else f"{'' if f.get('reconstruction_scored', True) else '≤'}{recon:.2f}",
+                      Text(why), Text(c.code))
     console = err_console()
     if not console.is_terminal:  # a log or a pipe: room for the code, never folded mid-token
         console.width = max(console.width, 200)
