@@ -35,7 +35,7 @@ BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_wi
 DEFAULT_BEAM = 5  # beam width when a caller names none (widened to n: Generator.decode_config)
 # candidates the reverse model scores per intent: the best by every other feature. Its pass
 # costs in proportion to them (~3 ms each on this machine); a seventh or eighth candidate
-# almost never wins (benchmarks/latency_breakdown.md, "Reverse-model rows")
+# almost never wins (benchmarks/latency_breakdown.md, "Session 6", item 3)
 RECON_ROWS = 6
 
 
