@@ -202,6 +202,7 @@ class _Postings:
             raise CheckpointError(f"{path}: the exported postings are damaged: {exc}") from None
         if len(self.doclen) != n or len(self.lang) != n:
             raise CheckpointError(f"{path}: the exported postings are damaged (row arrays of the wrong length)")
+        self.in_lang = {lang: self.lang == i for i, lang in enumerate(self.langs)}  # per query otherwise
         con.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.nl2code_q USING fts5(w, tokenize='porter unicode61')")
         con.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.nl2code_qv USING fts5vocab(temp, 'nl2code_q', 'instance')")
         self._stems: dict[str, list[str]] = {}
@@ -247,7 +248,8 @@ class _Postings:
         """[(id, bm25 as FTS5 signs it)] of the rows holding every term (best first), then,
         when fewer than k, of those holding any: FTS5's AND query, then its OR query."""
         np = self.np
-        if lang not in self.langs:
+        in_lang = self.in_lang.get(lang)
+        if in_lang is None:
             return []
         n = len(self.doclen)
         score = np.zeros(n, dtype=np.float64)
@@ -262,7 +264,6 @@ class _Postings:
                 idf = 1e-6
             score[docs] += idf * ((f * (k1 + 1.0)) / (f + k1 * (1 - b + b * self.doclen[docs] / self.avgdl)))
             hits[docs] += 1
-        in_lang = self.lang == self.langs.index(lang)
         out = self._best(np.flatnonzero(in_lang & (hits == len(terms))), score, k)
         if len(out) < k and len(terms) > 1:
             seen = {i for i, _ in out}

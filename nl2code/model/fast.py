@@ -60,9 +60,6 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
         # the overload's C++ callable: the Python wrapper first scans every argument for
         # FakeScriptObjects (~9 us a call, ~250 calls an answer); same kernel, same numbers
         op = getattr(op, "_op", op)
-        # the overload's C++ callable: the Python wrapper first scans every argument for
-        # FakeScriptObjects (~9 us a call, ~250 calls an answer); same kernel, same numbers
-        op = getattr(op, "_op", op)
 
         def int8(x: torch.Tensor) -> torch.Tensor:
             return op(x, packed, True)  # reduce_range: fbgemm's AVX2 kernels need 7-bit inputs
