@@ -125,6 +125,45 @@ def test_batched_equals_one_at_a_time(loaded, cfg):
             assert a.score == pytest.approx(b.score, abs=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [
+    DecodeConfig(strategy="beam", beam_size=5, n_best=5),
+    DecodeConfig(strategy="beam", beam_size=3, n_best=2, length_penalty=0.0),
+    DecodeConfig(strategy="beam", beam_size=4, n_best=4, length_penalty=0.6, min_len=3, max_len=12),
+])
+@pytest.mark.parametrize("int8", [False, True])
+def test_one_intent_search_is_the_batched_search(loaded, cfg, int8):
+    """One intent takes decode._beam_one (host-side selection); its hypotheses, log-probs
+    and scores are bit for bit those of the batched _beam, in float32 and int8."""
+    from nl2code.decode import _beam, _beam_one
+    from nl2code.model.fast import FastTransformer, int8_available
+
+    if int8 and not int8_available():
+        pytest.skip("no fbgemm int8 kernels in this PyTorch build")
+    model, tok = loaded
+    runner = FastTransformer(model, "int8") if int8 else model
+    for intent, lang in CASES:
+        src, mask = batch_src(tok, [intent], [lang])
+        one = _beam_one(runner, src, mask, cfg)
+        assert one is not None, intent  # the tiny model's vocabulary is far larger than 2K + 3
+        want = _beam(runner, src, mask, cfg)
+        assert [(h.ids, h.logprob, h.score, h.finished) for h in one[0]] == \
+               [(h.ids, h.logprob, h.score, h.finished) for h in want[0]], intent
+        assert decode(runner, src, mask, cfg) == one
+
+
+def test_one_intent_search_falls_back_on_a_tiny_vocabulary():
+    """With 7 words (2 never emitted) a beam of 4 cannot keep 4 live rows: _beam_one
+    declines and decode() runs the batched search."""
+    from nl2code.decode import _beam, _beam_one
+
+    model = TableModel(1, end=3, seed=4)
+    src = torch.zeros((1, 1), dtype=torch.long)
+    ones = torch.ones_like(src, dtype=torch.bool)
+    cfg = DecodeConfig(strategy="beam", beam_size=4, n_best=4, max_len=6)
+    assert _beam_one(model, src, ones, cfg) is None
+    assert decode(model, src, ones, cfg) == _beam(model, src, ones, cfg)
+
+
 def test_max_len_cut_is_marked_unfinished(loaded):
     model, tok = loaded
     src, mask = batch_src(tok, ["define a function that returns the square of x"], ["python"])
