@@ -34,9 +34,10 @@ MAX_INTENT_CHARS = 10_000
 BATCH_WIDTH = 16  # intents a float32 model decodes together (Generator.batch_width)
 DEFAULT_BEAM = 5  # beam width when a caller names none (widened to n: Generator.decode_config)
 # candidates the reverse model scores per intent: the best by every other feature. Its pass
-# costs in proportion to them (~3 ms each on this machine); a seventh or eighth candidate
-# almost never wins (benchmarks/latency_breakdown.md, "Session 6", item 3)
-RECON_ROWS = 6
+# costs in proportion to them (~2-3 ms each on this machine); a sixth, seventh or eighth
+# candidate almost never wins (benchmarks/latency_breakdown.md, "Session 6", item 3, and
+# "Session 7")
+RECON_ROWS = 5
 
 
 def clean_intent(intent: str) -> str:

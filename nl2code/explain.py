@@ -21,6 +21,11 @@ from nl2code.errors import CheckpointError, UsageError
 EXPLAIN_WEIGHTS = "explain.safetensors"
 EXPLAIN_CONFIG = "explain.json"
 MAX_CODE_CHARS = 20_000
+# tokens (sources + targets) up to which teacher forcing packs its rows: packed attention
+# costs ~2 * n * d_model per token and layer, padded ~2 * row length * d_model; at 512 the
+# extra is a third of a d256 layer's Linear work. Reranking's passes total ~100 tokens at
+# the median and ~370 at the 99th percentile (16 of 5,150 passes over the dev sets exceed 512)
+PACK_MAX_TOKENS = 512
 
 
 def has_explainer(folder: Path) -> bool:
@@ -52,39 +57,35 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
     """(sum log P(tgt | src), len(tgt)) for each pair, one batched forward pass of a
     training-form model. Targets end with EOS.
 
-    When every pair has the same source (the forward model scoring retrieved code for one
-    intent) the encoder runs once and its memory is shared by the rows: the same numbers as
-    encoding identical rows (row-wise maths; a dynamic int8 matmul's input scale is the
-    same for one row as for copies of it), for a fraction of the encoder's cost. Only the
-    target positions are projected onto the vocabulary (not the padding), the largest
-    matmul of the pass."""
+    A Transformer scores the pairs packed into one sequence (Transformer.packed_states):
+    no work on padding, and when every pair has the same source (the forward model scoring
+    retrieved code for one intent) the encoder runs once for all of them. Packed attention
+    grows with the square of the whole sequence, so past PACK_MAX_TOKENS (never, for the
+    few short rows of reranking) the rows are padded instead."""
     import torch
     import torch.nn.functional as F
 
     from nl2code.tokenizer import BOS, PAD
 
-    states = hasattr(module, "decode_states")
-    shared = len(srcs) > 1 and all(s == srcs[0] for s in srcs[1:]) and states
-    rows = srcs[:1] if shared else srcs
-    S, T = max(len(s) for s in rows), max(len(t) for t in tgts)
-    src = torch.full((len(rows), S), PAD, dtype=torch.long)
-    tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
-    tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
-    for i, s in enumerate(rows):
-        src[i, : len(s)] = torch.tensor(s)
-    for i, t in enumerate(tgts):
-        tin[i, : len(t)] = torch.tensor([BOS] + t[:-1])
-        tout[i, : len(t)] = torch.tensor(t)
+    tins = [[BOS] + t[:-1] for t in tgts]
+    shared = all(s == srcs[0] for s in srcs[1:])
+    packed = sum(map(len, srcs[:1] if shared else srcs)) + sum(map(len, tgts))
     with torch.inference_mode():
-        if states:
-            mem = module.encode(src, src != PAD)
-            if shared:  # encoded once, one memory row per target
-                mem = module.expand_memory(mem, torch.zeros(len(tgts), dtype=torch.long))
-            keep = tout != PAD
-            logits = module.logits(module.decode_states(mem, tin)[keep]).float()  # (positions, vocab)
-            nll = torch.zeros(len(tgts), dtype=torch.float32).index_add_(
-                0, keep.nonzero()[:, 0], F.cross_entropy(logits, tout[keep], reduction="none"))
-        else:  # a model without decode_states (the GRU): every position, padding ignored
+        if hasattr(module, "packed_states") and packed <= PACK_MAX_TOKENS:
+            logits = module.logits(module.packed_states(srcs[:1] if shared else srcs, tins)).float()
+            lens = torch.tensor([len(t) for t in tgts])
+            rows = torch.repeat_interleave(torch.arange(len(tgts)), lens)
+            gold = torch.tensor([i for t in tgts for i in t])
+            nll = torch.zeros(len(tgts)).index_add_(0, rows, F.cross_entropy(logits, gold, reduction="none"))
+        else:  # the GRU, or long rows: padded rows, padding ignored
+            S, T = max(len(s) for s in srcs), max(len(t) for t in tgts)
+            src = torch.full((len(srcs), S), PAD, dtype=torch.long)
+            tin = torch.full((len(tgts), T), PAD, dtype=torch.long)
+            tout = torch.full((len(tgts), T), PAD, dtype=torch.long)
+            for i, (s, ti, t) in enumerate(zip(srcs, tins, tgts)):
+                src[i, : len(s)] = torch.tensor(s)
+                tin[i, : len(t)] = torch.tensor(ti)
+                tout[i, : len(t)] = torch.tensor(t)
             logits = module(src, src != PAD, tin).float()
             # rows of logits, not (B, V, T): the transposed layout takes cross_entropy's slow path (~3x)
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1), ignore_index=PAD,

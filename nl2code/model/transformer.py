@@ -74,12 +74,17 @@ class DecoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x, mem_kv, mem_mask, self_kv=None):
-        """Full sequence when self_kv is None (training); else one step with a cache."""
+    def forward(self, x, mem_kv, mem_mask, self_kv=None, self_mask=None):
+        """Full sequence when self_kv is None (training); else one step with a cache.
+        self_mask (full sequence only): an explicit self-attention mask instead of causal
+        (packed rows: causal within each row)."""
         h = self.ln1(x)
         k, v = self.self_attn.project_kv(h)
         if self_kv is None:
-            a = self.self_attn.attend(h, k, v, causal=True)
+            if self_mask is not None:
+                a = self.self_attn.attend(h, k, v, self_mask)
+            else:
+                a = self.self_attn.attend(h, k, v, causal=True)
         else:
             if self_kv[0] is not None:
                 k = torch.cat([self_kv[0], k], dim=2)
@@ -137,6 +142,41 @@ class Transformer(nn.Module):
         for layer, kv in zip(self.dec, memory["kv"]):
             x, _ = layer(x, kv, memory["mask"])
         return x
+
+    def packed_states(self, src: list[list[int]], tgt_in: list[list[int]]) -> torch.Tensor:
+        """Teacher-forced decoder states of several (source, target) rows packed into one
+        sequence without padding: (sum of target lengths, d_model), rows in order.
+
+        Each token keeps its position within its row; block masks keep rows apart
+        (attention within a row, causal on the target side, each target row attending to
+        its own source row). A single source row serves every target (scoring several
+        codes for one intent). The same maths as padded rows, but the per-token work
+        (every Linear, norm, the output projection) skips padding, and a dynamic int8
+        matmul's input scale comes from real tokens only."""
+        shared = len(src) == 1
+        if not shared and len(src) != len(tgt_in):
+            raise ValueError("one source row, or one per target row")
+
+        def layout(rows):
+            lens = torch.tensor([len(r) for r in rows])
+            seg = torch.repeat_interleave(torch.arange(len(rows)), lens)
+            starts = torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
+            pos = torch.arange(int(lens.sum())) - starts
+            return torch.tensor([i for r in rows for i in r]), seg, pos
+
+        s_ids, s_seg, s_pos = layout(src)
+        t_ids, t_seg, t_pos = layout(tgt_in)
+        x = self.drop(self.embed(s_ids) * self.scale + self.pos[s_pos]).unsqueeze(0)  # (1, Ns, d)
+        enc_mask = None if shared else (s_seg[:, None] == s_seg[None, :])[None, None]
+        for layer in self.enc:
+            x = layer(x, enc_mask)
+        x = self.enc_ln(x)
+        cross = None if shared else (t_seg[:, None] == s_seg[None, :])[None, None]
+        self_mask = ((t_seg[:, None] == t_seg[None, :]) & (t_pos[:, None] >= t_pos[None, :]))[None, None]
+        y = self.drop(self.embed(t_ids) * self.scale + self.pos[t_pos]).unsqueeze(0)
+        for layer in self.dec:
+            y, _ = layer(y, layer.cross.project_kv(x), cross, self_mask=self_mask)
+        return y[0]
 
     # --- incremental decoding protocol -----------------------------------------------
     def step(self, tgt_ids: torch.Tensor, memory: dict, cache: dict | None):
