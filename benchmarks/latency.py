@@ -6,8 +6,10 @@ rerank) on the CoNaLa dev intents: the first 400 records of conala-train.json, i
 rotating, so all variants see the same intents under the same load. Variants: the default
 Generator (inference form at the default precision, int8 where available), the inference
 form with float32 weights, and the training module without a KV cache
-(decode_speed.NoCacheModel, float32). The two float32 variants must return the same
-candidates; the report says how often each variant matched the default and float32.
+(decode_speed.NoCacheModel, float32). Every variant runs the whole pipeline: the model
+folder's retrieval index, reverse model and API table (the float32 variants score with
+float32 passes). The two float32 variants must return the same candidates; the report
+says how often each variant matched the default and float32.
 
     python -m benchmarks.latency [--quick] [--limit N] [--model DIR] [--conala PATH]
 """
@@ -23,16 +25,22 @@ from benchmarks import common
 def generators(folder: Path, threads: int | None):
     """-> {variant: Generator}; all share the weights and tokenizer."""
     from benchmarks.decode_speed import NoCacheModel
+    from nl2code.augment import Augmenter
     from nl2code.engine import Generator
     from nl2code.model import for_inference
 
     gen = Generator.from_checkpoint(folder, threads=threads)
     module = getattr(gen.model, "model", gen.model)  # the training module behind the inference form
+
+    def variant(runner):  # the same folder's extras (index, reverse model, API table), float32
+        g = Generator(runner, gen.model_cfg, gen.tok, gen.meta, gen.path)
+        g.augment = Augmenter(gen.path, gen.tok, module, gen.model_cfg.max_len, "float32")
+        return g
+
     gens = {f"default ({gen.precision})": gen}
     if gen.precision != "float32":
-        fast, _ = for_inference(module, "float32")
-        gens["float32 weights"] = Generator(fast, gen.model_cfg, gen.tok, gen.meta, gen.path)
-    gens["training module, no KV cache"] = Generator(NoCacheModel(module), gen.model_cfg, gen.tok, gen.meta, gen.path)
+        gens["float32 weights"] = variant(for_inference(module, "float32")[0])
+    gens["training module, no KV cache"] = variant(NoCacheModel(module))
     return gens
 
 
