@@ -93,6 +93,45 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
     return [(-float(v), len(t)) for v, t in zip(nll, tgts)]
 
 
+NO_REPEAT_NGRAM = 3  # an explanation never repeats a 3-gram of itself
+
+
+class _NoRepeat:
+    """The decode protocol around a model whose steps never offer a token that would repeat
+    an n-gram already in that row (the usual guard of summarisation decoding): a weak
+    reverse model otherwise loops ("... 1, 1, 1, 1, ..."). Each row's tokens ride in the
+    cache, so beam reordering keeps them with their hypothesis."""
+
+    BANNED = -1e4  # added to a banned token's logit: far below any live choice, still finite
+
+    def __init__(self, model, n: int):
+        self.model, self.n = model, n
+
+    def encode(self, src, src_mask):
+        return self.model.encode(src, src_mask)
+
+    def expand_memory(self, memory, idx):
+        return self.model.expand_memory(memory, idx)
+
+    def step(self, tgt_ids, memory, cache):
+        inner, rows = (None, [[] for _ in range(tgt_ids.shape[0])]) if cache is None else cache
+        rows = [h + t for h, t in zip(rows, tgt_ids.tolist())]
+        logits, inner = self.model.step(tgt_ids, memory, inner)
+        k, own = self.n - 1, False
+        for r, h in enumerate(rows):
+            last = h[len(h) - k:]
+            banned = [h[i + k] for i in range(len(h) - k) if h[i:i + k] == last]
+            if banned:
+                if not own:  # never write into the model's own tensor
+                    logits, own = logits.clone(), True
+                logits[r, banned] += self.BANNED
+        return logits, (inner, rows)
+
+    def reorder_cache(self, cache, beam_idx):
+        inner, rows = cache
+        return self.model.reorder_cache(inner, beam_idx), [rows[i] for i in beam_idx.tolist()]
+
+
 class Explainer:
     """The reverse model, loaded from a verified model folder (the caller verified it)."""
 
@@ -128,7 +167,7 @@ class Explainer:
         src = torch.tensor([ids])
         cfg = DecodeConfig(strategy="beam", beam_size=max(beam, n), n_best=max(beam, n),
                            max_len=min(64, self.cfg.max_len - 1))
-        hyps = decode(self.model, src, src != PAD, cfg)[0]
+        hyps = decode(_NoRepeat(self.model, NO_REPEAT_NGRAM), src, src != PAD, cfg)[0]
         out: list[str] = []
         for h in hyps:
             text = " ".join(self.tok.decode(h.ids).split())

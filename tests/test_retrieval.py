@@ -343,3 +343,50 @@ def test_long_rows_are_scored_padded(tiny_model: Path, monkeypatch):
     padded = explain.teacher_forced_logprobs(module, srcs, tgts)
     assert padded == _padded_logprobs(module, srcs, tgts)
     assert padded != packed  # int8 input scales over padding differ: the other path ran
+
+
+class _Looping:
+    """A protocol model that always prefers token 4, then 5, 6, ... (EOS never wins)."""
+
+    V = 16
+
+    def encode(self, src, src_mask):
+        return {}
+
+    def expand_memory(self, memory, idx):
+        return memory
+
+    def step(self, tgt_ids, memory, cache):
+        import torch
+
+        logits = -torch.arange(self.V, dtype=torch.float32).repeat(tgt_ids.shape[0], 1) * 0.5
+        logits[:, :4] = -50.0  # PAD, UNK, BOS, EOS
+        return logits, (cache or 0) + 1
+
+    def reorder_cache(self, cache, beam_idx):
+        return cache
+
+
+def _repeats(ids: list[int], n: int) -> bool:
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_explanations_never_repeat_a_trigram(beam):
+    """A reverse model that loops ("1, 1, 1, ...") is held to no repeated 3-gram when
+    explaining; without the guard the same model repeats itself."""
+    import torch
+
+    from nl2code.config import DecodeConfig
+    from nl2code.decode import decode
+    from nl2code.explain import NO_REPEAT_NGRAM, _NoRepeat
+
+    src = torch.zeros((1, 1), dtype=torch.long)
+    cfg = DecodeConfig(strategy="beam", beam_size=beam, n_best=beam, max_len=12)
+    plain = decode(_Looping(), src, src == 0, cfg)[0]
+    assert _repeats(plain[0].ids, NO_REPEAT_NGRAM)
+    guarded = decode(_NoRepeat(_Looping(), NO_REPEAT_NGRAM), src, src == 0, cfg)[0]
+    assert len(guarded) == beam
+    for h in guarded:
+        assert len(h.ids) == 12 and not _repeats(h.ids, NO_REPEAT_NGRAM), h.ids
