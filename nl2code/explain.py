@@ -60,8 +60,8 @@ def teacher_forced_logprobs(module, srcs: list[list[int]], tgts: list[list[int]]
     A Transformer scores the pairs packed into one sequence (Transformer.packed_states):
     no work on padding, and when every pair has the same source (the forward model scoring
     retrieved code for one intent) the encoder runs once for all of them. Packed attention
-    grows with the square of the whole sequence, so past PACK_MAX_TOKENS (never, for the
-    few short rows of reranking) the rows are padded instead."""
+    grows with the square of the whole sequence, so past PACK_MAX_TOKENS (rarely, for
+    reranking's short rows) the rows are padded instead."""
     import torch
     import torch.nn.functional as F
 
