@@ -129,7 +129,7 @@ def _int8(module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
             q = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-            if hasattr(q, "embed") and hasattr(q, "dec_ln") and hasattr(q, "decode_states"):
+            if hasattr(q, "embed") and hasattr(q, "dec_ln") and hasattr(q, "packed_states"):
                 from nl2code.model.fast import _linear
 
                 proj, norm = _linear(q.embed.weight, None, "int8"), q.dec_ln

@@ -133,15 +133,10 @@ class Transformer(nn.Module):
 
     def decode_all(self, memory: dict, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits of whole target rows against an encoded memory."""
-        return self.logits(self.decode_states(memory, tgt_in))
-
-    def decode_states(self, memory: dict, tgt_in: torch.Tensor) -> torch.Tensor:
-        """The decoder's last states for whole target rows (before `logits`), so a caller
-        can project only the positions it scores."""
         x = self._embed(tgt_in)
         for layer, kv in zip(self.dec, memory["kv"]):
             x, _ = layer(x, kv, memory["mask"])
-        return x
+        return self.logits(x)
 
     def packed_states(self, src: list[list[int]], tgt_in: list[list[int]]) -> torch.Tensor:
         """Teacher-forced decoder states of several (source, target) rows packed into one
