@@ -1,5 +1,9 @@
 """Generation threads: 1 by default, NL2CODE_THREADS overrides, and the answers do not depend
-on the thread count (benchmarks/threads.md has the measurements behind the default)."""
+on the thread count (benchmarks/threads.md has the measurements behind the default).
+
+PyTorch does not promise bit-identical sums across thread counts: on one CI machine the scores
+moved in the 4th decimal (int8) and the 8th (float32) between 1 and 2 threads. What the user
+sees, the snippets and their order, must not move; the scores must agree closely."""
 
 from __future__ import annotations
 
@@ -48,15 +52,25 @@ def _answers(gen, intents, threads):
     return [[(c.code, c.score, c.logprob) for c in gen.generate(intent, lang, n=5)] for intent, lang in intents]
 
 
+def _assert_same_answers(runs, tol):
+    first = runs[0]
+    for other in runs[1:]:
+        assert [[code for code, _, _ in cands] for cands in other] == [[code for code, _, _ in cands] for cands in first]
+        for cands_a, cands_b in zip(first, other):
+            for (_, score_a, lp_a), (_, score_b, lp_b) in zip(cands_a, cands_b):
+                assert score_b == pytest.approx(score_a, abs=tol)
+                assert lp_b == pytest.approx(lp_a, abs=tol)
+
+
 def test_bundled_model_answers_identical_across_thread_counts(monkeypatch, keep_threads):
     """The bundled model at its default precision (int8 where PyTorch has the kernels)."""
     monkeypatch.delenv("NL2CODE_MODEL", raising=False)
     monkeypatch.delenv("NL2CODE_PRECISION", raising=False)
     gen = Generator.from_checkpoint(None)
-    assert _answers(gen, INTENTS[:3], 1) == _answers(gen, INTENTS[:3], 2)
+    _assert_same_answers([_answers(gen, INTENTS[:3], 1), _answers(gen, INTENTS[:3], 2)], tol=0.02)
 
 
 def test_float32_answers_identical_across_thread_counts(tiny_model, keep_threads):
     gen = Generator.from_checkpoint(tiny_model, precision="float32")
     intents = [("sort list `xs` in descending order", "python"), ("list all files in the current directory", "bash")]
-    assert _answers(gen, intents, 1) == _answers(gen, intents, 2) == _answers(gen, intents, 3)
+    _assert_same_answers([_answers(gen, intents, t) for t in (1, 2, 3)], tol=1e-4)
