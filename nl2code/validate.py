@@ -176,6 +176,7 @@ SOURCE_RULES = {
     "include": _str_list,
     "exclude": _str_list,
     "resample": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "intent": lambda v: None if v in ("rewritten", "title") else 'must be "rewritten" or "title"',
 }
 
 GUARD_RULES = {"kind": _str, "path": _str, "optional": lambda v: None if isinstance(v, bool) else "must be true or false"}

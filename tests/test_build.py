@@ -227,6 +227,53 @@ def test_unknown_source_keys_rejected(tmp_path, extra, match):
         load_recipe(recipe)
 
 
+def test_conala_title_source(tmp_path):
+    """A second CoNaLa source with intent = "title": the question titles of the train records
+    only (dev_first cuts the same records), into training and the retrieval index."""
+    recipe = write_fixture(tmp_path, '\n[[source]]\nname = "conala-title"\nkind = "conala"\n'
+                                     'path = "conala/train.json"\nintent = "title"\ndev_first = 2\n')
+    out = tmp_path / "corpus"
+    stats = build(recipe, out)
+    titles = [(e.intent, e.code) for e in read_jsonl(out / "train.jsonl") if e.source == "conala-title"]
+    # record 2's title is its only intent, already a conala pair (a duplicate); the others
+    # are titled "q", as are the two dev records, so the leak guard drops them all
+    assert titles == []
+    assert stats["sources"]["conala-title"] == {"read_train": 7, "dev": 0, "held_out_only": 2, "train": 0}
+    assert [e.source for e in read_jsonl(out / "dev.jsonl")].count("conala-title") == 0
+    assert stats["dev"] == 4
+
+    fixture = json.loads((tmp_path / "mydata" / "conala" / "train.json").read_text())
+    for i, rec in enumerate(fixture[3:6]):  # train records with titles of their own
+        rec["intent"] = f"How do I do task {i} in Python?"
+    (tmp_path / "mydata" / "conala" / "train.json").write_text(json.dumps(fixture))
+    build(recipe, out)
+    titles = [(e.intent, e.code) for e in read_jsonl(out / "train.jsonl") if e.source == "conala-title"]
+    # three titles of the same code (spacing aside): different intents, so all kept
+    assert titles == [("How do I do task 0 in Python?", "s.upper()"), ("How do I do task 1 in Python?", "s.upper()"),
+                      ("How do I do task 2 in Python?", "s.upper( )")]
+    import sqlite3
+
+    con = sqlite3.connect(out / "index.sqlite")
+    indexed = {r[0] for r in con.execute("SELECT intent FROM pairs WHERE source = 'conala-title'")}
+    con.close()
+    assert indexed == {t for t, _ in titles}
+
+
+@pytest.mark.parametrize("value,match", [('"question"', "must be"), ("1", "must be")])
+def test_conala_intent_values_checked(tmp_path, value, match):
+    recipe = write_fixture(tmp_path, f'\n[[source]]\nname = "t"\nkind = "conala"\npath = "conala/train.json"\n'
+                                     f'intent = {value}\n')
+    with pytest.raises(DataError, match=match):
+        load_recipe(recipe)
+
+
+def test_intent_only_for_conala_sources(tmp_path):
+    recipe = write_fixture(tmp_path, '\n[[source]]\nname = "t"\nkind = "jsonl"\npath = "api.jsonl"\n'
+                                     'intent = "title"\n')
+    with pytest.raises(DataError, match="only a source of kind 'conala'"):
+        load_recipe(recipe)
+
+
 def test_unknown_top_level_key_rejected(tmp_path):
     recipe = write_fixture(tmp_path)
     recipe.write_text("dedup_neer = false\n" + recipe.read_text())

@@ -36,6 +36,27 @@ def test_conala_rewritten_intent_with_fallback(tmp_path):
     assert not report.drops
 
 
+def test_conala_title_intent_keeps_the_same_records(tmp_path):
+    """intent_field="title": the question's title, else the rewrite; the same records are
+    skipped as with the rewrite, so dev_first cuts the same records for both."""
+    recs = [
+        {"intent": "How to sort?", "rewritten_intent": "sort list `xs`", "snippet": "xs.sort()"},
+        {"intent": None, "rewritten_intent": "reverse list `xs`", "snippet": "xs[::-1]"},
+        {"intent": "   ", "rewritten_intent": None, "snippet": "x"},  # neither: skipped by both
+        {"intent": " Strip a string? ", "rewritten_intent": "   ", "snippet": "s.strip()"},
+    ]
+    path = tmp_path / "conala.json"
+    path.write_text(json.dumps(recs))
+    titles = list(readers.read_conala(path, Report(), "conala-title", intent_field="title"))
+    rewrites = list(readers.read_conala(path, Report()))
+    assert [e.intent for e in titles] == ["How to sort?", "reverse list `xs`", "Strip a string?"]
+    assert [e.intent for e in rewrites] == ["sort list `xs`", "reverse list `xs`", "Strip a string?"]
+    assert [e.code for e in titles] == [e.code for e in rewrites]
+    assert {e.source for e in titles} == {"conala-title"}
+    with pytest.raises(DataError, match="intent = 'question'"):
+        list(readers.read_conala(path, Report(), intent_field="question"))
+
+
 def test_conala_bad_records_reported_and_counted(tmp_path):
     recs = [
         "not an object",

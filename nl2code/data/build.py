@@ -56,6 +56,9 @@ class Source:
     include: list[str] = field(default_factory=list)  # kind = "manpage": file-name globs
     exclude: list[str] = field(default_factory=list)
     resample: bool = False  # drawn toward the curated pairs when [resample] is enabled
+    # kind = "conala": which intent a record gives, "rewritten" (the curated rewrite, with
+    # backticked names) or "title" (the StackOverflow question's title, free phrasing)
+    intent: str = "rewritten"
 
 
 @dataclass
@@ -100,6 +103,8 @@ def load_recipe(path: str | Path) -> Recipe:
         if "name" not in s or s.get("kind") not in KINDS:
             raise DataError(f"{path}: source[{i}] needs a name and a kind from {KINDS}")
         problem = source_problem(s)
+        if not problem and "intent" in s and s["kind"] != "conala":
+            problem = f"intent = {s['intent']!r}: only a source of kind 'conala' has a choice of intent"
         if problem:
             raise DataError(f"{path}: source[{i}] ({s.get('name')!r}) {problem}")
         if any(s["name"] == other.name for other in sources):
@@ -160,7 +165,7 @@ def read_source(recipe: Recipe, src: Source, report: Report, which: str = "train
     key = "dev_path" if which == "dev" and src.dev_path else "path"
     path = _source_path(recipe, src, key)
     if src.kind == "conala":
-        items = list(readers.read_conala(path, report, src.name))
+        items = list(readers.read_conala(path, report, src.name, src.intent))
     elif src.kind == "jsonl":
         items = list(readers.read_jsonl(path, report, src.name, src.lang))
     elif src.kind == "nl2bash":
@@ -273,16 +278,23 @@ def build(recipe_path: str | Path, out: str | Path, progress=None) -> dict[str, 
     dev: list[Example] = []
     per_source: dict[str, dict[str, int]] = {}
     versions: dict[str, str] = {}
+    guard_only: list[Example] = []
     for src in recipe.sources:
         if progress:
             progress(src.name)
         tr = read_source(recipe, src, report, "train")
         dv = read_source(recipe, src, report, "dev")
         versions.update(src.__dict__.get("versions", {}))
-        per_source[src.name] = {"read_train": len(tr), "dev": len(dv)}
         train.extend(tr)
+        if src.kind == "conala" and src.intent == "title":
+            # the titles of dev records: held out (a train pair with the same title or code
+            # is dropped), but not dev examples: CoNaLa's dev set is its rewritten intents
+            per_source[src.name] = {"read_train": len(tr), "dev": 0, "held_out_only": len(dv)}
+            guard_only.extend(dv)
+            continue
+        per_source[src.name] = {"read_train": len(tr), "dev": len(dv)}
         dev.extend(dv)
-    held_out = list(dev)
+    held_out = dev + guard_only
     for entry in recipe.leak_guard:
         held_out.extend(guard_examples(recipe, entry, report))
     n_before = len(train)

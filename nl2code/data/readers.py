@@ -74,8 +74,20 @@ def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
                 yield n, None
 
 
-def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[Example]:
-    """CoNaLa JSON array: rewritten_intent (falling back to intent) -> snippet."""
+CONALA_INTENTS = ("rewritten", "title")
+
+
+def read_conala(path: Path, report: Report, source: str = "conala", intent_field: str = "rewritten") -> Iterator[Example]:
+    """CoNaLa JSON array: rewritten_intent (falling back to intent) -> snippet.
+
+    intent_field = "title": the record's `intent` instead, the StackOverflow question's title
+    as its asker typed it ("How to merge two Python dictionaries in a single expression?"),
+    falling back to rewritten_intent. Either way a record is skipped only when both are
+    missing, so the n-th example is the n-th usable record for both fields and `dev_first`
+    cuts the same records."""
+    if intent_field not in CONALA_INTENTS:
+        raise DataError(f"{path}: intent = {intent_field!r}; expected one of {list(CONALA_INTENTS)}")
+    first, second = ("intent", "rewritten_intent") if intent_field == "title" else ("rewritten_intent", "intent")
     with _open(Path(path)) as fh:
         raw = fh.read(MAX_JSON_FILE_BYTES + 1)
     if len(raw) > MAX_JSON_FILE_BYTES:
@@ -90,7 +102,7 @@ def read_conala(path: Path, report: Report, source: str = "conala") -> Iterator[
         if not isinstance(rec, dict):
             report.drop("record is not an object", f"{path}:[{i}]")
             continue
-        intent = rec.get("rewritten_intent") or rec.get("intent")
+        intent = next((v for v in (rec.get(first), rec.get(second)) if isinstance(v, str) and v.strip()), None)
         code = rec.get("snippet")
         if not isinstance(intent, str) or not isinstance(code, str) or not intent.strip():
             report.drop("missing intent or snippet", f"{path}:[{i}]")
