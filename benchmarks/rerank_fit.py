@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--also-weights", default="", help="JSON {lang: weights} (e.g. another model's meta "
                     "rerank): one more row with these weights, not fitted here")
     ap.add_argument("--cache", default="", help="pickle of the collected candidates: written, or read if it exists")
+    ap.add_argument("--no-repeat", type=int, default=0, metavar="N",
+                    help="experiment: the forward beam never repeats an n-gram of N pieces (benchmarks/free_form.md)")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -150,6 +152,10 @@ def collect_all(args, t0):
     from nl2code.engine import Generator
 
     gen = Generator.from_checkpoint(args.model)
+    if getattr(args, "no_repeat", 0):
+        from nl2code.explain import _NoRepeat
+
+        gen.model = _NoRepeat(gen.model, args.no_repeat)
     data: dict = {}
     lim = args.limit or None
     conala = ev.load_dataset(args.conala, "auto", 400)[:lim]
