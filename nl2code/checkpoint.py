@@ -280,7 +280,7 @@ def package(src: str | Path, dst: str | Path, meta_update: dict[str, Any], half:
             if not f.is_file():
                 raise UsageError(f"{corpus} has no {name}: rebuild it with `nl2code data build`")
             extra[name] = f.read_bytes()
-    given = sorted(set(meta.get(PACKAGE_META, [])) | set(meta_update))  # every packaging's notes
+    given = sorted(set(package_notes(meta)) | set(meta_update))  # every packaging's notes, older ones' too
     save_model(Path(dst), model, cfg, tok, {**meta, **meta_update, PACKAGE_META: given}, extra=extra)
 
 

@@ -14,6 +14,7 @@ so one Generator can be shared by the language server's worker threads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 import unicodedata
@@ -27,7 +28,7 @@ from nl2code.errors import NoParseableCandidate, UsageError
 from nl2code.languages import REGISTRY, canonical_lang
 from nl2code.paths import resolve_model
 from nl2code.repair import bracket_variants
-from nl2code.rerank import Candidate, RerankConfig, features, rerank, score
+from nl2code.rerank import Candidate, RerankConfig, features, mark_confidence, rerank, score
 from nl2code.safety import asked_for
 
 MAX_INTENT_CHARS = 10_000
@@ -68,6 +69,10 @@ def _fitted_rerank(meta: dict[str, Any]) -> dict[str, RerankConfig]:
             out[lang] = from_dict(RerankConfig, weights)
         except (UsageError, TypeError) as exc:
             raise CheckpointError(f"the model's rerank weights for {lang} are invalid: {exc}") from None
+        bound = out[lang].low_confidence
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                  or not math.isfinite(bound)):
+            raise CheckpointError(f"the model's low-confidence bound for {lang} is not a finite number: {bound!r}")
     return out
 
 
@@ -259,6 +264,7 @@ class Generator:
             if c.danger:
                 c.features["danger_asked"] = asked_for(c.danger, text)
                 c.score = score(c.features, self.rerank_for(lang))
+        mark_confidence(cands, self.rerank_for(lang))
         # parsing candidates best first, then the others
         ranked = rerank(cands) + [c for c in rerank(cands, keep_unparsed=True) if not c.parses]
         return Candidates(text, lang, ranked)

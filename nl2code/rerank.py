@@ -25,6 +25,10 @@ class RerankConfig:
     w_similarity: float = 1.0  # retrieved: word overlap of its intent with the user's
     w_api: float = 1.0  # per name the candidate uses that its module does not have
     danger_penalty: float = 100.0
+    # a candidate whose score (danger aside) is below this is marked low confidence, when the
+    # reverse model scored it (its term sets the scale); None: never marked. Fitted per model
+    # and language on dev data (benchmarks/confidence.md)
+    low_confidence: float | None = None
 
 
 @dataclass(init=False)
@@ -61,9 +65,14 @@ class Candidate:
     def danger(self, value: list[str]) -> None:
         self.features["danger"] = list(value)
 
+    @property
+    def low_confidence(self) -> bool | None:
+        """True: probably wrong (nl2code.rerank.mark_confidence); None: not judged."""
+        return self.features.get("low_confidence")
+
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "score": round(self.score, 4), "logprob": round(self.logprob, 4),
-                "parses": self.parses, "danger": self.danger}
+                "parses": self.parses, "danger": self.danger, "low_confidence": self.low_confidence}
 
 
 def features(canon_code: str, n_tokens: int, logprob: float, norm_score: float,
@@ -99,6 +108,19 @@ def score(f: dict[str, Any], cfg: RerankConfig) -> float:
     if f["danger"] and not f.get("danger_asked"):  # last, unless the intent asked for it
         s -= cfg.danger_penalty
     return s
+
+
+def mark_confidence(cands: list[Candidate], cfg: RerankConfig) -> None:
+    """features["low_confidence"] of each parsing candidate: True when its score, without the
+    danger penalty, is below cfg.low_confidence; None when the model has no threshold or the
+    reverse model did not score the candidate (no reverse model, a latency budget that
+    skipped it, or a candidate past the rows it scores): without its term the score has
+    another scale. On the dev sets a marked answer was rarely right (benchmarks/confidence.md)."""
+    for c in cands:
+        if not c.parses:
+            continue
+        judged = cfg.low_confidence is not None and bool(c.features.get("reconstruction_scored"))
+        c.features["low_confidence"] = (score(dict(c.features, danger=[]), cfg) < cfg.low_confidence) if judged else None
 
 
 def rerank(cands: list[Candidate], keep_unparsed: bool = False) -> list[Candidate]:

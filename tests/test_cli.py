@@ -30,7 +30,7 @@ ANSI = re.compile(r"\x1b\[")
 SORT, SORTED = "sort list `xs` in descending order", "xs.sort(reverse=True)"
 LS, LS_CODE = "list all files in the current directory", "ls -la"
 SCHEMA = {"intent", "lang", "model", "candidates", "error"}
-CANDIDATE = {"code", "score", "logprob", "parses", "danger"}
+CANDIDATE = {"code", "score", "logprob", "parses", "danger", "low_confidence"}
 
 
 @pytest.fixture

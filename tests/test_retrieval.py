@@ -246,6 +246,75 @@ def test_explain_cli(full_model: Path, tiny_model: Path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no reverse model" in r.stderr
 
 
+def _with_bound(full_model: Path, dst: Path, bound) -> Path:
+    from nl2code import checkpoint
+
+    weights = {"python": {"low_confidence": bound}} if bound is not None else {}
+    checkpoint.package(full_model, dst, {"rerank": weights})
+    return dst
+
+
+@pytest.mark.parametrize("bound,expected", [(1e6, True), (-1e6, False), (None, None)])
+def test_low_confidence_mark(full_model: Path, tmp_path: Path, bound, expected):
+    """Marked against the model's bound when the reverse model scored the candidate; not
+    judged (None) without a bound, for unscored candidates, and under a budget that skips it."""
+    from nl2code import engine
+
+    gen = engine.Generator.from_checkpoint(_with_bound(full_model, tmp_path / "m", bound))
+    live = [c for c in gen.candidates("sort list `xs` in descending order", "python", beam=8).ranked if c.parses]
+    scored = [c for c in live if c.features["reconstruction_scored"]]
+    assert scored and {c.low_confidence for c in scored} == {expected}
+    assert {c.low_confidence for c in live if not c.features["reconstruction_scored"]} <= {None}
+    assert all(c.to_dict()["low_confidence"] is c.low_confidence for c in live)
+    gen.augment = None  # as when a latency budget skips the reverse model
+    assert {c.low_confidence for c in gen.generate("sort list `xs` in descending order", "python", n=3)} == {None}
+
+
+def test_low_confidence_ignores_the_danger_penalty():
+    from nl2code.rerank import Candidate, RerankConfig, mark_confidence
+
+    f = {"norm_logprob": -1.0, "coverage": 1.0, "invented": 0, "log_length": 1.0, "reconstruction": -1.0,
+         "reconstruction_scored": True}
+    safe, risky, unparsed = (Candidate("a", "bash", 0, 0, True, dict(f)), Candidate("rm -rf x", "bash", 0, 0, True,
+                             dict(f), ["deletes files"]), Candidate("(", "bash", 0, 0, False, dict(f)))
+    mark_confidence([safe, risky, unparsed], RerankConfig(w_reconstruction=1.0, low_confidence=-5.0))
+    assert safe.low_confidence is False and risky.low_confidence is False  # -1 + 1 - 1 = -1 either way
+    assert unparsed.low_confidence is None
+    mark_confidence([safe], RerankConfig(w_reconstruction=1.0, low_confidence=0.0))
+    assert safe.low_confidence is True
+
+
+def test_low_confidence_in_the_cli_json_and_editor(full_model: Path, tmp_path: Path):
+    from nl2code_lsp.convert import describe
+
+    def run(model, *args):
+        return subprocess.run([sys.executable, "-m", "nl2code", "--no-log", "-m", str(model), *args,
+                               "sort list `xs` in descending order"], capture_output=True, text=True, timeout=120)
+
+    low, sure = _with_bound(full_model, tmp_path / "low", 1e6), _with_bound(full_model, tmp_path / "sure", -1e6)
+    r = run(low)
+    assert r.returncode == 0 and r.stdout.strip() and "low confidence" not in r.stdout
+    assert r.stderr.count("\n") == 1 and "low confidence" in r.stderr
+    r = run(sure)
+    assert r.returncode == 0 and r.stdout.strip() and "low confidence" not in r.stderr
+    out = json.loads(run(low, "--json").stdout)
+    assert out["candidates"][0]["low_confidence"] is True
+    from nl2code.engine import Generator
+
+    top = Generator.from_checkpoint(low).generate("sort list `xs` in descending order", "python")[0]
+    assert "low confidence" in describe(top)
+    top = Generator.from_checkpoint(sure).generate("sort list `xs` in descending order", "python")[0]
+    assert "low confidence" not in describe(top)
+
+
+@pytest.mark.parametrize("bound", ["-14", True, float("nan")])
+def test_bad_low_confidence_bound_is_refused(full_model: Path, tmp_path: Path, bound):
+    from nl2code.engine import Generator
+
+    with pytest.raises(CheckpointError, match="low-confidence bound"):
+        Generator.from_checkpoint(_with_bound(full_model, tmp_path / "m", bound))
+
+
 def test_corrupted_index_in_a_model_folder_is_rejected(full_model: Path, tmp_path: Path):
     from nl2code.engine import Generator
 

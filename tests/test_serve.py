@@ -95,7 +95,7 @@ def test_generate_is_the_json_record_and_is_logged(serve, generator, tiny_model)
         body = r.json()
         assert set(body) == {"intent", "lang", "model", "candidates", "error"}
         assert body["candidates"][0]["code"] == "xs.sort(reverse=True)" and body["error"] is None
-        assert set(body["candidates"][0]) == {"code", "score", "logprob", "parses", "danger"}
+        assert set(body["candidates"][0]) == {"code", "score", "logprob", "parses", "danger", "low_confidence"}
         want = [c.to_dict() for c in generator.generate(SORT, "python", n=2)]
         assert body["candidates"] == want
         rec = History().get(int(r.headers["x-nl2code-record"]))

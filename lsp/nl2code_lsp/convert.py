@@ -44,6 +44,8 @@ def placement(target: Target, position: types.Position, codec: PositionCodec) ->
 
 def describe(c: Candidate) -> str:
     text = f"nl2code · score {c.score:.2f}"
+    if c.low_confidence:
+        text += " · low confidence"
     if c.danger:
         text += " · ⚠ " + ", ".join(c.danger)
     return text

@@ -65,6 +65,16 @@ def _warn_danger(cands) -> None:
             break
 
 
+def _note_low_confidence(cands) -> None:
+    """One line on stderr when the printed answer is probably wrong (Candidate.low_confidence);
+    stdout stays the code alone."""
+    first = cands[0] if cands else None
+    low = first.get("low_confidence") if isinstance(first, dict) else getattr(first, "low_confidence", None)
+    if low:
+        err_console().print("nl2code: low confidence: answers scored this low were rarely right on our dev sets; "
+                            "rephrase, or see --explain and -n 5", markup=False, soft_wrap=True)
+
+
 def _model_lang(lang: str, model: Optional[Path]) -> str:
     """The canonical name of -l, refused unless the model (-m, else the default) knows it."""
     from nl2code.checkpoint import trained_languages
@@ -139,6 +149,7 @@ def generate(
         if i:
             sys.stdout.write("\n# ---\n")
         _print_code(c.code, lang_c, tty)
+    _note_low_confidence(cands)
 
 
 def _log_generation(no_log: bool, text: str, lang: str, gen, cands, seconds: float, error: Optional[str]) -> None:
@@ -176,6 +187,7 @@ def _via_server(text: str, lang: str, num: int, beam: int, model, precision, as_
         if i:
             sys.stdout.write("\n# ---\n")
         _print_code(c["code"], rec["lang"], tty)
+    _note_low_confidence(rec["candidates"])
     return True
 
 @app.command("explain")

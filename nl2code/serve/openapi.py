@@ -83,7 +83,8 @@ def openapi(version: str) -> dict[str, Any]:
                                         "source": {"type": "string", "default": "server"}}},
                 "Candidate": {"type": "object", "properties": {
                     "code": {"type": "string"}, "score": {"type": "number"}, "logprob": {"type": "number"},
-                    "parses": {"type": "boolean"}, "danger": {"type": "array", "items": {"type": "string"}}}},
+                    "parses": {"type": "boolean"}, "danger": {"type": "array", "items": {"type": "string"}},
+                    "low_confidence": {"type": ["boolean", "null"]}}},
                 "Answer": {"type": "object", "required": ["intent", "lang", "model", "candidates", "error"],
                            "properties": {"intent": {"type": "string"}, "lang": {"type": "string"},
                                           "model": {"type": ["string", "null"]},
