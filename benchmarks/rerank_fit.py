@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--also-weights", default="", help="JSON {lang: weights} (e.g. another model's meta "
                     "rerank): one more row with these weights, not fitted here")
     ap.add_argument("--cache", default="", help="pickle of the collected candidates: written, or read if it exists")
+    ap.add_argument("--cv", action="store_true", help="also a 2-fold cross-validation of the fit: weights fitted on "
+                    "one half of each dev set, scored on the other (how much the in-sample figures flatter)")
     ap.add_argument("--no-repeat", type=int, default=0, metavar="N",
                     help="experiment: the forward beam never repeats an n-gram of N pieces (benchmarks/free_form.md)")
     args = ap.parse_args()
@@ -144,6 +146,53 @@ def main() -> None:
         if args.cache:
             Path(args.cache).write_bytes(pickle.dumps((data, model_path, leaked)))
     fit(args, data, model_path, leaked, t0)
+    if args.cv:
+        print(crossval(data))
+
+
+GRID = list(itertools.product([0.0, 0.5, 1.0, 2.0, 3.0, 4.0],  # reconstruction
+                              [-2.0, -1.0, -0.5, 0.0, 0.5],    # retrieved bias
+                              [0.0, 1.0, 2.0, 4.0, 6.0],       # similarity
+                              [0.0, 0.5, 1.0, 2.0]))           # api
+
+
+def best_weights(part: dict, base):
+    """The grid's best config on these dev sets (their BLEU + exec pass@1), first on ties."""
+    best_cfg, best_obj = base, -1.0
+    for wr, wb, ws, wa in GRID:
+        cfg = replace(base, w_reconstruction=wr, w_retrieved=wb, w_similarity=ws, w_api=wa)
+        m = evaluate(cfg, True, part)
+        o = sum(v for k, v in m.items() if k.endswith("_bleu") or k == "exec_pass@1_all")
+        if o > best_obj:
+            best_cfg, best_obj = cfg, o
+    return best_cfg
+
+
+def _fold(part: dict, dev: str, k: int) -> dict:
+    """Half k (0 or 1) of one language's dev sets: every other intent and exec case."""
+    d, ex = part[dev], part["exec"]
+    keep = [i for i in range(len(ex["cases"])) if i % 2 == k]
+    return {dev: {"refs": d["refs"][k::2], "cands": d["cands"][k::2]},
+            "exec": {"cases": [ex["cases"][i] for i in keep], "cands": [ex["cands"][i] for i in keep],
+                     "passed": ex["passed"]}}
+
+
+def crossval(data: dict) -> str:
+    """Per language and half: the weights fitted on the other half against the weights fitted
+    on everything (in-sample for this half), both scored on this half."""
+    from nl2code.rerank import RerankConfig
+
+    lines = ["| language | half | fitted on the other half: BLEU / exec pass@1 | fitted on all: BLEU / exec pass@1 |",
+             "| --- | ---: | ---: | ---: |"]
+    for lang, dev in (("python", "conala"), ("bash", "nl2bash")):
+        part = only(data, lang)
+        everything = best_weights(part, RerankConfig())
+        for k in (0, 1):
+            held = best_weights(_fold(part, dev, 1 - k), RerankConfig())
+            a, b = (evaluate(cfg, True, _fold(part, dev, k)) for cfg in (held, everything))
+            lines.append(f"| {lang} | {k} | {a[f'{dev}_bleu']} / {a['exec_pass@1_all']} | "
+                         f"{b[f'{dev}_bleu']} / {b['exec_pass@1_all']} |")
+    return "\n".join(lines)
 
 
 def collect_all(args, t0):
@@ -200,20 +249,8 @@ def fit(args, data, model_path, leaked, t0):
     rows = []
     fitted = {}
     off = replace(base, w_reconstruction=0.0, w_api=0.0, w_retrieved=0.0, w_similarity=0.0)
-    grid = list(itertools.product([0.0, 0.5, 1.0, 2.0, 3.0, 4.0],  # reconstruction
-                                  [-2.0, -1.0, -0.5, 0.0, 0.5],    # retrieved bias
-                                  [0.0, 1.0, 2.0, 4.0, 6.0],       # similarity
-                                  [0.0, 0.5, 1.0, 2.0]))           # api
     for lang in ("python", "bash"):
-        part = only(data, lang)
-        best_cfg, best_obj = off, -1.0
-        for wr, wb, ws, wa in grid:
-            cfg = replace(base, w_reconstruction=wr, w_retrieved=wb, w_similarity=ws, w_api=wa)
-            m = evaluate(cfg, True, part)
-            o = sum(v for k, v in m.items() if k.endswith("_bleu") or k == "exec_pass@1_all")
-            if o > best_obj:
-                best_cfg, best_obj = cfg, o
-        fitted[lang] = best_cfg
+        fitted[lang] = best_weights(only(data, lang), base)
 
     def row(name, cfgs, use_retrieved):
         m = {}

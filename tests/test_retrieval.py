@@ -299,6 +299,7 @@ def test_low_confidence_in_the_cli_json_and_editor(full_model: Path, tmp_path: P
     assert r.returncode == 0 and r.stdout.strip() and "low confidence" not in r.stderr
     out = json.loads(run(low, "--json").stdout)
     assert out["candidates"][0]["low_confidence"] is True
+    assert "low confidence" in run(low, "--explain").stderr.split("nl2code: low confidence")[0]  # the table's why
     from nl2code.engine import Generator
 
     top = Generator.from_checkpoint(low).generate("sort list `xs` in descending order", "python")[0]

@@ -44,7 +44,7 @@ def _explain(cands, lang: str) -> None:
     for i, c in enumerate(cands, 1):
         f = c.features
         recon = f.get("reconstruction")
-        why = "; ".join(list(f.get("api_problems", [])) + list(c.danger))
+        why = "; ".join(list(f.get("api_problems", [])) + list(c.danger) + (["low confidence"] if c.low_confidence else []))
         table.add_row(str(i), f"{c.score:.3f}", f"{c.logprob:.2f}", "yes" if c.parses else "no",
                       f"{f.get('coverage', 1.0):.2f}",
                       f"retrieved {f.get('similarity', 0):.2f}" if f.get("retrieved") else "model",
