@@ -145,9 +145,9 @@ def main() -> None:
         data, model_path, leaked = collect_all(args, t0)
         if args.cache:
             Path(args.cache).write_bytes(pickle.dumps((data, model_path, leaked)))
-    fit(args, data, model_path, leaked, t0)
+    fitted = fit(args, data, model_path, leaked, t0)
     if args.cv:
-        print(crossval(data))
+        print(crossval(data, fitted))
 
 
 GRID = list(itertools.product([0.0, 0.5, 1.0, 2.0, 3.0, 4.0],  # reconstruction
@@ -177,19 +177,18 @@ def _fold(part: dict, dev: str, k: int) -> dict:
                      "passed": ex["passed"]}}
 
 
-def crossval(data: dict) -> str:
-    """Per language and half: the weights fitted on the other half against the weights fitted
-    on everything (in-sample for this half), both scored on this half."""
+def crossval(data: dict, everything: dict) -> str:
+    """Per language and half: the weights fitted on the other half against `everything`
+    ({lang: the weights fitted on all of it}: in-sample for this half), both scored on this half."""
     from nl2code.rerank import RerankConfig
 
     lines = ["| language | half | fitted on the other half: BLEU / exec pass@1 | fitted on all: BLEU / exec pass@1 |",
              "| --- | ---: | ---: | ---: |"]
     for lang, dev in (("python", "conala"), ("bash", "nl2bash")):
         part = only(data, lang)
-        everything = best_weights(part, RerankConfig())
         for k in (0, 1):
             held = best_weights(_fold(part, dev, 1 - k), RerankConfig())
-            a, b = (evaluate(cfg, True, _fold(part, dev, k)) for cfg in (held, everything))
+            a, b = (evaluate(cfg, True, _fold(part, dev, k)) for cfg in (held, everything[lang]))
             lines.append(f"| {lang} | {k} | {a[f'{dev}_bleu']} / {a['exec_pass@1_all']} | "
                          f"{b[f'{dev}_bleu']} / {b['exec_pass@1_all']} |")
     return "\n".join(lines)
@@ -201,7 +200,7 @@ def collect_all(args, t0):
     from nl2code.engine import Generator
 
     gen = Generator.from_checkpoint(args.model)
-    if getattr(args, "no_repeat", 0):
+    if args.no_repeat:
         from nl2code.explain import _NoRepeat
 
         gen.model = _NoRepeat(gen.model, args.no_repeat)
@@ -298,6 +297,7 @@ def fit(args, data, model_path, leaked, t0):
     print("fitted:", json.dumps(result["best"]))
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
+    return fitted
 
 
 if __name__ == "__main__":

@@ -119,8 +119,11 @@ def mark_confidence(cands: list[Candidate], cfg: RerankConfig) -> None:
     for c in cands:
         if not c.parses:
             continue
-        judged = cfg.low_confidence is not None and bool(c.features.get("reconstruction_scored"))
-        c.features["low_confidence"] = (score(dict(c.features, danger=[]), cfg) < cfg.low_confidence) if judged else None
+        if cfg.low_confidence is None or not c.features.get("reconstruction_scored"):
+            c.features["low_confidence"] = None
+            continue
+        plain = score(dict(c.features, danger=[]), cfg) if c.danger else c.score  # c.score is that score already
+        c.features["low_confidence"] = plain < cfg.low_confidence
 
 
 def rerank(cands: list[Candidate], keep_unparsed: bool = False) -> list[Candidate]:

@@ -159,6 +159,9 @@ def _name(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
 
 
+CONALA_INTENTS = ("rewritten", "title")  # a conala source's `intent`: which field a record gives
+
+
 SOURCE_RULES = {
     "name": _name,
     "kind": _str,
@@ -176,7 +179,7 @@ SOURCE_RULES = {
     "include": _str_list,
     "exclude": _str_list,
     "resample": lambda v: None if isinstance(v, bool) else "must be true or false",
-    "intent": lambda v: None if v in ("rewritten", "title") else 'must be "rewritten" or "title"',
+    "intent": lambda v: None if v in CONALA_INTENTS else f"must be one of {list(CONALA_INTENTS)}",
 }
 
 GUARD_RULES = {"kind": _str, "path": _str, "optional": lambda v: None if isinstance(v, bool) else "must be true or false"}

@@ -271,17 +271,28 @@ def test_low_confidence_mark(full_model: Path, tmp_path: Path, bound, expected):
 
 
 def test_low_confidence_ignores_the_danger_penalty():
-    from nl2code.rerank import Candidate, RerankConfig, mark_confidence
+    from nl2code.rerank import Candidate, RerankConfig, mark_confidence, score
 
     f = {"norm_logprob": -1.0, "coverage": 1.0, "invented": 0, "log_length": 1.0, "reconstruction": -1.0,
          "reconstruction_scored": True}
-    safe, risky, unparsed = (Candidate("a", "bash", 0, 0, True, dict(f)), Candidate("rm -rf x", "bash", 0, 0, True,
-                             dict(f), ["deletes files"]), Candidate("(", "bash", 0, 0, False, dict(f)))
-    mark_confidence([safe, risky, unparsed], RerankConfig(w_reconstruction=1.0, low_confidence=-5.0))
+
+    def cands(cfg):  # each with its score as the engine leaves it (the danger penalty included)
+        made = [Candidate("a", "bash", 0, 0, True, dict(f)), Candidate("rm -rf x", "bash", 0, 0, True, dict(f),
+                ["deletes files"]), Candidate("(", "bash", 0, 0, False, dict(f))]
+        for c in made:
+            c.score = score(c.features, cfg)
+        return made
+
+    cfg = RerankConfig(w_reconstruction=1.0, low_confidence=-5.0)
+    safe, risky, unparsed = cands(cfg)
+    assert risky.score < -5.0  # -1 + 1 - 1 - 100
+    mark_confidence([safe, risky, unparsed], cfg)
     assert safe.low_confidence is False and risky.low_confidence is False  # -1 + 1 - 1 = -1 either way
     assert unparsed.low_confidence is None
-    mark_confidence([safe], RerankConfig(w_reconstruction=1.0, low_confidence=0.0))
-    assert safe.low_confidence is True
+    cfg = RerankConfig(w_reconstruction=1.0, low_confidence=0.0)
+    safe, risky, _ = cands(cfg)
+    mark_confidence([safe, risky], cfg)
+    assert safe.low_confidence is True and risky.low_confidence is True
 
 
 def test_low_confidence_in_the_cli_json_and_editor(full_model: Path, tmp_path: Path):

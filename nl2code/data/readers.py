@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nl2code.data.records import Example, Report
 from nl2code.errors import DataError
+from nl2code.validate import CONALA_INTENTS
 from nl2code.languages import ALIASES, LANGUAGES
 
 MAX_LINE_BYTES = 1_000_000  # a longer line is malformed input, not an example
@@ -72,9 +73,6 @@ def _lines(path: Path, report: Report) -> Iterator[tuple[int, str | None]]:
             except UnicodeDecodeError:
                 report.drop("undecodable bytes", f"{path}:{n}")
                 yield n, None
-
-
-CONALA_INTENTS = ("rewritten", "title")
 
 
 def read_conala(path: Path, report: Report, source: str = "conala", intent_field: str = "rewritten") -> Iterator[Example]:
