@@ -3,6 +3,9 @@
     python -m benchmarks.rerank_fit [-m MODEL] [--conala PATH] [--nl2bash PREFIX]
         [--exec benchmarks/exec] [--out benchmarks/rerank_fit.json] [--markdown FILE]
 
+Experiments (benchmarks/free_form.md): --beam N, --retrieve-k K, --recon-rows N change the
+search before the fit; --consensus W,... ranks again with a consensus term; --no-repeat N.
+
 1. Every dev intent (CoNaLa dev: the first 400 of conala-train.json; NL2Bash dev; the
    execution suite) is generated once, keeping every candidate with its features: the
    beam's candidates, bracket repairs and retrieved snippets, each with its length-normalised
@@ -30,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def collect(gen, items: list[tuple[str, str]]) -> list[list[dict]]:
+def collect(gen, items: list[tuple[str, str]], beam: int = 5) -> list[list[dict]]:
     """[(intent, lang)] -> per intent, every parsing candidate {code, features}."""
     out = []
     for intent, lang in items:
         try:  # beam 5 as shipped; every candidate (beam, repairs, retrieved)
-            cands = gen.candidates(intent, lang, beam=5).ranked
+            cands = gen.candidates(intent, lang, beam=beam).ranked
         except Exception as exc:  # an intent the engine refuses (too long, ...): no answer
             print(f"  skipped {intent[:50]!r}: {exc}", file=sys.stderr)
             cands = []
@@ -44,8 +47,9 @@ def collect(gen, items: list[tuple[str, str]]) -> list[list[dict]]:
     return out
 
 
-def ranked(cands: list[dict], cfg, use_retrieved: bool) -> list[dict]:
-    """The candidates in the order this rerank config puts them (stable on ties)."""
+def ranked(cands: list[dict], cfg, use_retrieved: bool, w_consensus: float = 0.0) -> list[dict]:
+    """The candidates in the order this rerank config puts them (stable on ties);
+    w_consensus > 0 adds that weight times the candidate's consensus (an experiment)."""
     from nl2code.rerank import score
 
     keyed = []
@@ -53,17 +57,47 @@ def ranked(cands: list[dict], cfg, use_retrieved: bool) -> list[dict]:
         if c["f"].get("retrieved") and not use_retrieved:
             continue
         f = dict(c["f"], danger=["x"] if c["danger"] else [])
-        keyed.append((-score(f, cfg), i, c))
+        bonus = w_consensus * consensus(cands, i) if w_consensus else 0.0
+        keyed.append((-(score(f, cfg) + bonus), i, c))
     keyed.sort(key=lambda t: (t[0], t[1]))
     return [c for _, _, c in keyed]
 
 
-def pick(cands: list[dict], cfg, use_retrieved: bool):
-    order = ranked(cands, cfg, use_retrieved)
+def consensus(cands: list[dict], i: int) -> float:
+    """How much candidate i agrees with the beam's other candidates (minimum-Bayes-risk
+    reranking): the F1 overlap of their 1- to 3-grams of code tokens, averaged with each
+    other candidate weighted by its probability (exp of its length-normalised log-probability).
+    Cached on the candidate."""
+    if "consensus" not in cands[i]:
+        import math
+        from collections import Counter
+
+        from nl2code.metrics import tokenize_for_bleu
+
+        def grams(code: str) -> Counter:
+            t = tokenize_for_bleu(code)
+            return Counter(tuple(t[j:j + n]) for n in (1, 2, 3) for j in range(len(t) - n + 1))
+
+        for c in cands:
+            c.setdefault("_grams", grams(c["code"]))
+        mine, num, den = cands[i]["_grams"], 0.0, 0.0
+        for j, c in enumerate(cands):
+            if j == i or c["f"].get("retrieved"):
+                continue
+            w = math.exp(c["f"]["norm_logprob"])
+            total = sum(mine.values()) + sum(c["_grams"].values())
+            num += w * (2 * sum((mine & c["_grams"]).values()) / total if total else 0.0)
+            den += w
+        cands[i]["consensus"] = num / den if den else 0.0
+    return cands[i]["consensus"]
+
+
+def pick(cands: list[dict], cfg, use_retrieved: bool, w_consensus: float = 0.0):
+    order = ranked(cands, cfg, use_retrieved, w_consensus)
     return order[0] if order else None
 
 
-def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
+def evaluate(cfg, use_retrieved: bool, data: dict, w_consensus: float = 0.0) -> dict:
     from nl2code.metrics import corpus_bleu, tokenize_for_bleu
 
     out = {}
@@ -72,7 +106,7 @@ def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
             continue
         refs, hyps = [], []
         for ref, cands in zip(data[name]["refs"], data[name]["cands"]):
-            best = pick(cands, cfg, use_retrieved)
+            best = pick(cands, cfg, use_retrieved, w_consensus)
             refs.append(tokenize_for_bleu(ref))
             hyps.append(tokenize_for_bleu(best["code"]) if best else [])
         out[f"{name}_bleu"] = round(corpus_bleu(refs, hyps), 2)
@@ -80,7 +114,7 @@ def evaluate(cfg, use_retrieved: bool, data: dict) -> dict:
         ex = data["exec"]
         tally: dict = {}  # group -> [cases, passed at 1, passed in the top 5]
         for case, cands in zip(ex["cases"], ex["cands"]):  # each case ranked once
-            top = [ex["passed"].get(f'{case["id"]}\0{c["code"]}', False) for c in ranked(cands, cfg, use_retrieved)[:5]]
+            top = [ex["passed"].get(f'{case["id"]}\0{c["code"]}', False) for c in ranked(cands, cfg, use_retrieved, w_consensus)[:5]]
             groups = ["all", f'{case["lang"]}_{case["style"]}'] + ([] if case["leaked"] else ["clean"])
             for g in groups:
                 t = tally.setdefault(g, [0, 0, 0])
@@ -134,6 +168,14 @@ def main() -> None:
                     "one half of each dev set, scored on the other (how much the in-sample figures flatter)")
     ap.add_argument("--no-repeat", type=int, default=0, metavar="N",
                     help="experiment: the forward beam never repeats an n-gram of N pieces (benchmarks/free_form.md)")
+    ap.add_argument("--beam", type=int, default=5, help="experiment: the beam width (shipped: 5)")
+    ap.add_argument("--retrieve-k", type=int, default=None, metavar="K",
+                    help="experiment: retrieved snippets per intent (shipped: nl2code.augment.RETRIEVE_K)")
+    ap.add_argument("--recon-rows", type=int, default=None, metavar="N",
+                    help="experiment: candidates the reverse model scores (shipped: nl2code.engine.RECON_ROWS)")
+    ap.add_argument("--consensus", default="", metavar="W,W,...",
+                    help="experiment: also rank with these weights of a consensus (MBR) term on top of the "
+                         "fitted weights (benchmarks/free_form.md)")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -148,6 +190,20 @@ def main() -> None:
     fitted = fit(args, data, model_path, leaked, t0)
     if args.cv:
         print(crossval(data, fitted))
+    if args.consensus:
+        print(consensus_table(data, fitted, [float(w) for w in args.consensus.split(",")]))
+
+
+def consensus_table(data: dict, fitted: dict, weights: list[float]) -> str:
+    """The fitted weights plus a consensus term of each weight (0 = as fitted)."""
+    lines = ["| consensus weight | CoNaLa BLEU | Python exec pass@1 | NL2Bash BLEU | bash exec pass@1 |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for w in [0.0, *weights]:
+        py = evaluate(fitted["python"], True, only(data, "python"), w)
+        sh = evaluate(fitted["bash"], True, only(data, "bash"), w)
+        lines.append(f"| {w} | {py.get('conala_bleu', '')} | {py['exec_pass@1_all']} | "
+                     f"{sh.get('nl2bash_bleu', '')} | {sh['exec_pass@1_all']} |")
+    return "\n".join(lines)
 
 
 GRID = list(itertools.product([0.0, 0.5, 1.0, 2.0, 3.0, 4.0],  # reconstruction
@@ -200,6 +256,7 @@ def collect_all(args, t0):
     from nl2code.engine import Generator
 
     gen = Generator.from_checkpoint(args.model)
+    gen.retrieve_k, gen.recon_rows = args.retrieve_k, args.recon_rows
     if args.no_repeat:
         from nl2code.explain import _NoRepeat
 
@@ -207,10 +264,10 @@ def collect_all(args, t0):
     data: dict = {}
     lim = args.limit or None
     conala = ev.load_dataset(args.conala, "auto", 400)[:lim]
-    data["conala"] = {"refs": [e.code for e in conala], "cands": collect(gen, [(e.intent, "python") for e in conala])}
+    data["conala"] = {"refs": [e.code for e in conala], "cands": collect(gen, [(e.intent, "python") for e in conala], args.beam)}
     print(f"conala: {len(conala)} in {time.time() - t0:.0f} s", file=sys.stderr)
     bash = ev.load_dataset(args.nl2bash, "auto", 0)[:lim]
-    data["nl2bash"] = {"refs": [e.code for e in bash], "cands": collect(gen, [(e.intent, "bash") for e in bash])}
+    data["nl2bash"] = {"refs": [e.code for e in bash], "cands": collect(gen, [(e.intent, "bash") for e in bash], args.beam)}
     print(f"nl2bash: {len(bash)} in {time.time() - t0:.0f} s", file=sys.stderr)
     cases = execsuite.load_suite(args.exec_suite)[:lim]
     leaked = set()
@@ -220,7 +277,7 @@ def collect_all(args, t0):
 
         train_codes = {_code_norm(e.code) for e in read_jsonl(Path(args.corpus) / "train.jsonl")}
         leaked = {c.id for c in cases if _code_norm(c.reference) in train_codes}
-    cands = collect(gen, [(c.intent, c.lang) for c in cases])
+    cands = collect(gen, [(c.intent, c.lang) for c in cases], args.beam)
     jobs = sorted({(i, c["code"]) for i, cs in enumerate(cands) for c in cs})
     runs = execsuite._parallel(lambda j: execsuite.run_snippet(cases[j[0]], j[1]), jobs, execsuite.MAX_WORKERS)
     passed = {f"{cases[i].id}\0{code}": r.passed for (i, code), r in zip(jobs, runs)}

@@ -126,6 +126,10 @@ class Generator:
         self.clock = time.perf_counter  # the clock of latency budgets (tests inject their own)
         self.augment_cost = CostMeter(0.04, lambda: self.clock())  # seconds the extras take
         self.last_deadline = None  # the last call's Deadline: what its budget cut (notes)
+        # experiments (benchmarks/rerank_fit.py): retrieved snippets per intent and rows the
+        # reverse model scores; None: the shipped RETRIEVE_K / RECON_ROWS
+        self.retrieve_k: int | None = None
+        self.recon_rows: int | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, threads: int | None = None,
@@ -278,18 +282,23 @@ class Generator:
         from nl2code.context import source_ids
 
         with self._lock:
-            retrieved = self.augment.retrieved(text, slot_list, lang)
+            retrieved = self._retrieved(text, slot_list, lang)
         context = list(dict.fromkeys(r[1] for r in retrieved))
         room = self.model_cfg.max_len - k * (self.model_cfg.context_tokens + 1)
         return source_ids(self.tok, src[: max(room, 2)], context, lang, k, self.model_cfg.context_tokens,
                           self.model_cfg.max_len), retrieved
+
+    def _retrieved(self, intent, slot_list, lang) -> list[tuple]:
+        if self.retrieve_k is None:
+            return self.augment.retrieved(intent, slot_list, lang)
+        return self.augment.retrieved(intent, slot_list, lang, self.retrieve_k)
 
     def _augment(self, intent, canon, src_ids, lang, cands, seen, wanted, slot_list, retrieved=None) -> None:
         """Add retrieved candidates; score the parsing candidates' API use and the best ones'
         reconstruction."""
         aug = self.augment
         if retrieved is None:
-            retrieved = aug.retrieved(intent, slot_list, lang)
+            retrieved = self._retrieved(intent, slot_list, lang)
         new = [r for r in retrieved if r[0] not in seen]
         forced = aug.forced_logprobs(src_ids, [r[1] for r in new])
         for (code, canon_code, sim, _), (lp, n) in zip(new, forced):
@@ -303,7 +312,8 @@ class Generator:
             c.features["api_problems"] = aug.api_problems(c.code, lang)
         # the reverse model scores the RECON_ROWS best by everything else; the others get the
         # worst of those scores, so it cannot lift them past a scored one
-        order = sorted(range(len(live)), key=lambda i: (-score(live[i].features, cfg), i))[:RECON_ROWS]
+        order = sorted(range(len(live)), key=lambda i: (-score(live[i].features, cfg), i))[
+            : RECON_ROWS if self.recon_rows is None else self.recon_rows]
         recon = aug.reconstruction(canon, [slots.canonicalize_pair(intent, live[i].code)[1] for i in order], lang)
         worst = min(recon) if recon else None
         for c in live:

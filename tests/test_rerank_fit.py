@@ -43,3 +43,25 @@ def test_fit_and_crossval_find_the_reconstruction_weight():
     table = crossval(data, {lang: best_weights(only(data, lang), RerankConfig()) for lang in ("python", "bash")}).splitlines()
     assert len(table) == 6 and table[2].startswith("| python | 0 |") and table[5].startswith("| bash | 1 |")
     assert all(row.endswith("100.0 |") for row in table[2:])  # every half: BLEU / 100.0 both ways
+
+
+def test_consensus_favours_the_candidate_the_beam_agrees_with():
+    import copy
+
+    from benchmarks.rerank_fit import consensus, ranked
+
+    def beam(code: str, lp: float) -> dict:
+        return dict(_cand(code, -1.0), f={**_cand(code, -1.0)["f"], "norm_logprob": lp})
+
+    # the odd one out is the model's favourite by a little; three others agree with each other
+    cands = [beam("zip(a, b)", -0.9), beam("sorted(xs, reverse=True)", -1.0),
+             beam("sorted(xs, reverse=False)", -1.0), beam("sorted(xs)", -1.1), _cand("sorted(ys)", -1.0, True)]
+    fresh = copy.deepcopy(cands)
+    scores = [consensus(cands, i) for i in range(len(cands))]
+    assert scores[0] < 0.3 < min(scores[1:4])
+    cfg = RerankConfig(w_reconstruction=0.0)
+    assert ranked(cands, cfg, False)[0]["code"] == "zip(a, b)"
+    assert ranked(cands, cfg, False, w_consensus=1.0)[0]["code"] == "sorted(xs, reverse=True)"
+    # a retrieved snippet is scored against the beam but never votes
+    other = fresh[:4] + [_cand("sorted(xs, reverse=True) + zip", -1.0, True)]
+    assert consensus(cands, 4) > 0 and consensus(other, 3) == scores[3]

@@ -471,3 +471,18 @@ def test_explanations_never_repeat_a_trigram(beam):
     assert len(guarded) == beam
     for h in guarded:
         assert len(h.ids) == 12 and not _repeats(h.ids, NO_REPEAT_NGRAM), h.ids
+
+
+def test_experiment_knobs_retrieved_snippets_and_scored_rows(full_model: Path):
+    from nl2code.engine import Generator
+
+    gen = Generator.from_checkpoint(full_model)
+    intent = "merge dicts `d1` and `d2`"
+    shipped = gen.candidates(intent, "python").ranked
+    assert any(c.features["retrieved"] for c in shipped)
+    gen.retrieve_k, gen.recon_rows = 0, 1  # benchmarks/rerank_fit.py --retrieve-k 0 --recon-rows 1
+    live = [c for c in gen.candidates(intent, "python").ranked if c.parses]
+    assert not any(c.features["retrieved"] for c in live)
+    assert sum(c.features["reconstruction_scored"] for c in live) == 1
+    gen.retrieve_k = gen.recon_rows = None  # back to the shipped behaviour
+    assert [c.code for c in gen.candidates(intent, "python").ranked] == [c.code for c in shipped]
